@@ -1,0 +1,35 @@
+# oomguard: `make demo` and `make test` work on a fresh machine; they build .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: test lint typecheck pytest demo bench crds clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+test: lint typecheck pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check operator tests bench
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy operator/oomguard
+
+pytest: $(BIN)/.installed
+	$(BIN)/pytest
+
+demo: $(BIN)/.installed
+	$(BIN)/oomguard demo
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/engine.py
+
+crds: $(BIN)/.installed
+	$(BIN)/python -m oomguard.api.crd crds
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,56 @@
+"""The oomguard.io/v1alpha1 API: pydantic models, the single source of the CRD schemas."""
+
+from oomguard.api.decision import (
+    TERMINAL_PHASES,
+    OOMDecision,
+    OOMDecisionSpec,
+    OOMDecisionStatus,
+    PodRef,
+    RankedGroup,
+    Trigger,
+    VictimGroup,
+    VictimStatus,
+)
+from oomguard.api.meta import API_VERSION, GROUP, VERSION, LabelSelector, ObjectMeta
+from oomguard.api.policy import DEFAULT_POLICY, Action, OOMPolicy, OOMPolicySpec, Pressure
+from oomguard.api.priority import OOMPriority, OOMPrioritySpec, Preference
+from oomguard.api.quantity import parse_quantity, resolve_amount
+from oomguard.api.report import (
+    MemoryUsage,
+    NodeMemory,
+    NodeMemoryReport,
+    NodeMemoryReportStatus,
+    PodMemory,
+)
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_POLICY",
+    "GROUP",
+    "TERMINAL_PHASES",
+    "VERSION",
+    "Action",
+    "LabelSelector",
+    "MemoryUsage",
+    "NodeMemory",
+    "NodeMemoryReport",
+    "NodeMemoryReportStatus",
+    "OOMDecision",
+    "OOMDecisionSpec",
+    "OOMDecisionStatus",
+    "OOMPolicy",
+    "OOMPolicySpec",
+    "OOMPriority",
+    "OOMPrioritySpec",
+    "ObjectMeta",
+    "PodMemory",
+    "PodRef",
+    "Preference",
+    "Pressure",
+    "RankedGroup",
+    "Trigger",
+    "VictimGroup",
+    "VictimStatus",
+    "parse_quantity",
+    "resolve_amount",
+]

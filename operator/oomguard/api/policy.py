@@ -1,0 +1,178 @@
+"""OOMPolicy: the cluster admin's rules for when to act, how, and what tenants may claim."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from oomguard.api.meta import API_VERSION, Condition, LabelSelector, Model, ObjectMeta
+from oomguard.api.quantity import QuantityOrPercent, is_percent, parse_quantity
+
+Action = Literal["Evict", "Kill", "KillAndEvict"]
+Pressure = Literal["None", "Soft", "Hard"]
+
+
+def _not_above(low: str, high: str) -> bool:
+    """True unless `low` is provably above `high` (only comparable in the same unit)."""
+    if is_percent(low) != is_percent(high):
+        return True
+    if is_percent(low):
+        return float(low[:-1]) <= float(high[:-1])
+    return parse_quantity(low) <= parse_quantity(high)
+
+
+class MemoryAvailableThresholds(Model):
+    """Available-memory thresholds. Below `soft` the node is under Soft pressure, below
+    `hard` under Hard pressure."""
+
+    soft: QuantityOrPercent = Field(
+        "10%", description="Soft threshold: a quantity (512Mi) or a percentage of capacity."
+    )
+    hard: QuantityOrPercent = Field(
+        "5%", description="Hard threshold: a quantity (256Mi) or a percentage of capacity."
+    )
+
+    @model_validator(mode="after")
+    def _hard_not_above_soft(self) -> MemoryAvailableThresholds:
+        if not _not_above(self.hard, self.soft):
+            raise ValueError(f"hard ({self.hard}) must not be above soft ({self.soft})")
+        return self
+
+
+class PSIThresholds(Model):
+    """Pressure-stall thresholds on the node's memory PSI."""
+
+    full_avg10: float | None = Field(
+        None, ge=0, le=100,
+        description="Percent of time all tasks stalled on memory over 10s; above it the "
+        "node counts as under Soft pressure. Unset: PSI is not used.",
+    )
+
+
+class Thresholds(Model):
+    """When the node counts as under memory pressure."""
+
+    memory_available: MemoryAvailableThresholds = Field(
+        default_factory=MemoryAvailableThresholds,
+        description="Thresholds on the node's available memory.",
+    )
+    psi: PSIThresholds = Field(
+        default_factory=PSIThresholds, description="Optional thresholds on memory PSI."
+    )
+
+
+class Actions(Model):
+    """What to do to victims, by pressure level."""
+
+    soft: Action = Field("Evict", description="Action under Soft pressure.")
+    hard: Action = Field("KillAndEvict", description="Action under Hard pressure.")
+
+
+class Tenant(Model):
+    """What the namespaces matched by `namespaceSelector` may claim in their OOMPriority
+    objects. The first tenant entry that matches a namespace applies."""
+
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector,
+        description="Namespaces this entry applies to, by namespace labels; empty: all.",
+    )
+    max_priority: int = Field(
+        1000, ge=-1000, le=1000,
+        description="Highest priority these namespaces may claim; higher values are clamped.",
+    )
+    allow_never: bool = Field(
+        False,
+        description="Whether preference Never is honoured; if false, Never acts as Avoid.",
+    )
+
+
+class OOMPolicySpec(Model):
+    """The admin's policy for the nodes it governs."""
+
+    node_selector: LabelSelector = Field(
+        default_factory=LabelSelector,
+        description="Nodes this policy governs, by node labels; empty: all nodes. Where "
+        "several policies match a node, the most specific selector wins, then the name.",
+    )
+    mode: Literal["Enforce", "DryRun"] = Field(
+        "Enforce", description="DryRun records decisions and acts on nothing."
+    )
+    thresholds: Thresholds = Field(
+        default_factory=Thresholds, description="When the node counts as under pressure."
+    )
+    reclaim_to: QuantityOrPercent = Field(
+        "15%",
+        description="Available memory to restore: victims are picked until their expected "
+        "reclaim covers reclaimTo minus available. Quantity or percentage of capacity.",
+    )
+    actions: Actions = Field(
+        default_factory=Actions, description="Action taken on victims, by pressure level."
+    )
+    ranking: Literal["Priority", "KubeletCompatible"] = Field(
+        "Priority",
+        description="Priority: preference and priority first. KubeletCompatible: usage "
+        "over allowance first, as the kubelet ranks.",
+    )
+    hierarchy: Literal["Flat", "Namespace"] = Field(
+        "Flat",
+        description="Flat compares groups across the node. Namespace first picks the "
+        "namespace by its usage over allowance, then the group inside it.",
+    )
+    protected_namespaces: list[str] = Field(
+        default_factory=lambda: ["kube-system"],
+        description="Namespaces whose pods are never victims.",
+    )
+    cooldown_seconds: int = Field(
+        15, ge=0,
+        description="After a decision, no new victim is chosen on the node while an earlier "
+        "victim still releases memory, unless this long passed and pressure is Hard.",
+    )
+    tenants: list[Tenant] = Field(
+        default_factory=list,
+        description="Bounds on what namespaces may claim; a namespace matched by no entry "
+        "may claim any priority but not Never.",
+    )
+
+    @model_validator(mode="after")
+    def _reclaim_to_not_below_soft(self) -> OOMPolicySpec:
+        soft = self.thresholds.memory_available.soft
+        if not _not_above(soft, self.reclaim_to):
+            raise ValueError(
+                f"reclaimTo ({self.reclaim_to}) must not be below the soft threshold ({soft})"
+            )
+        return self
+
+
+class OOMPolicyStatus(Model):
+    """What the operator observed of this policy."""
+
+    observed_generation: int | None = Field(
+        None, description="The generation last acted on."
+    )
+    nodes: list[str] = Field(
+        default_factory=list, description="Nodes this policy currently governs."
+    )
+    last_decision: str | None = Field(
+        None, description="Name of the latest OOMDecision made under this policy."
+    )
+    last_decision_time: datetime | None = Field(None, description="When it was made.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Conditions, such as Ready."
+    )
+
+
+class OOMPolicy(Model):
+    """OOMPolicy says when a node is under memory pressure, what oomguard does about it,
+    and what tenants may claim. Cluster-scoped."""
+
+    api_version: Literal["oomguard.io/v1alpha1"] = Field(API_VERSION, description="API version.")
+    kind: Literal["OOMPolicy"] = Field("OOMPolicy", description="Kind.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: OOMPolicySpec = Field(default_factory=OOMPolicySpec, description="The policy.")
+    status: OOMPolicyStatus | None = Field(None, description="Observed state.")
+
+
+DEFAULT_POLICY = OOMPolicy(metadata=ObjectMeta(name="default"))
+"""The policy in force where no OOMPolicy governs a node: the spec's defaults."""

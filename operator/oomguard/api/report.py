@@ -1,0 +1,96 @@
+"""NodeMemoryReport: what a node agent measured of its node and of each pod."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from oomguard.api.meta import API_VERSION, Model, ObjectMeta
+
+
+
+class MemoryUsage(Model):
+    """Memory charged to a cgroup subtree, in bytes. The fields are disjoint: each page is
+    counted in exactly one of anon, file, shmem, unevictable and kernel."""
+
+    anon_bytes: int = Field(
+        description="Anonymous memory on the evictable LRU lists, excluding shmem.", ge=0
+    )
+    file_bytes: int = Field(0, description="Page cache, excluding shmem.", ge=0)
+    shmem_bytes: int = Field(0, description="Shared memory and tmpfs pages.", ge=0)
+    unevictable_bytes: int = Field(
+        0, description="Pages on the unevictable LRU (mlocked, ramfs).", ge=0
+    )
+    kernel_bytes: int = Field(
+        0, description="Unreclaimable kernel memory (stacks, page tables, "
+        "unreclaimable slab, sockets).", ge=0
+    )
+    swap_bytes: int = Field(0, description="Memory swapped out.", ge=0)
+    working_set_bytes: int = Field(
+        0, description="Usage minus inactive file pages, as the kubelet computes it.", ge=0
+    )
+
+    @property
+    def unreclaimable_bytes(self) -> int:
+        """What the kernel cannot get back without killing: the ranking's usage."""
+        return self.anon_bytes + self.unevictable_bytes + self.kernel_bytes + self.swap_bytes
+
+
+class ContainerMemory(Model):
+    """Memory of one container's cgroup."""
+
+    name: str = Field("", description="Container name, when known.")
+    id: str = Field("", description="Container runtime ID, from the cgroup name.")
+    usage: MemoryUsage = Field(description="The container's memory.")
+
+
+class PodMemory(Model):
+    """Memory of one pod, summed over its whole cgroup subtree."""
+
+    uid: str = Field(description="The pod's UID, from its cgroup path.")
+    qos_class: Literal["Guaranteed", "Burstable", "BestEffort"] | None = Field(
+        None, description="QoS class, from the cgroup path."
+    )
+    usage: MemoryUsage = Field(description="Hierarchical usage of the pod's cgroup.")
+    containers: list[ContainerMemory] = Field(
+        default_factory=list, description="Per-container usage."
+    )
+
+
+class NodePSI(Model):
+    """Memory pressure-stall information, percent over the last 10 seconds."""
+
+    some_avg10: float = Field(0.0, ge=0, le=100, description="Some tasks stalled, percent.")
+    full_avg10: float = Field(0.0, ge=0, le=100, description="All tasks stalled, percent.")
+
+
+class NodeMemory(Model):
+    """The node's memory."""
+
+    capacity_bytes: int = Field(description="Memory capacity.", gt=0)
+    allocatable_bytes: int = Field(0, description="Allocatable to pods.", ge=0)
+    available_bytes: int = Field(description="Available memory.", ge=0)
+    psi: NodePSI = Field(default_factory=NodePSI, description="Memory PSI.")
+
+
+class NodeMemoryReportStatus(Model):
+    """The measurements."""
+
+    node: NodeMemory = Field(description="The node's memory.")
+    pods: list[PodMemory] = Field(
+        default_factory=list, description="Each pod cgroup found on the node."
+    )
+    observed_time: datetime | None = Field(None, description="When this was measured.")
+    agent_version: str = Field("", description="Version of the agent that measured.")
+
+
+class NodeMemoryReport(Model):
+    """NodeMemoryReport holds what the node agent measured: node memory, PSI and each pod's
+    hierarchical usage. Cluster-scoped, named after the node, written by the agent."""
+
+    api_version: Literal["oomguard.io/v1alpha1"] = Field(API_VERSION, description="API version.")
+    kind: Literal["NodeMemoryReport"] = Field("NodeMemoryReport", description="Kind.")
+    metadata: ObjectMeta = Field(description="Standard object metadata; name is the node's.")
+    status: NodeMemoryReportStatus | None = Field(None, description="The measurements.")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from oomguard.api.meta import API_VERSION, Condition, Model, ObjectMeta
+from oomguard.api.meta import API_VERSION, ApiVersion, Condition, Model, ObjectMeta
 from oomguard.api.policy import Action, Pressure
 from oomguard.api.priority import GroupBy, Preference
 
@@ -105,7 +105,7 @@ class OOMDecision(Model):
     """OOMDecision records one decision: the trigger, the victims and the ranking that led
     there, who decided, and the outcome. Cluster-scoped."""
 
-    api_version: Literal["oomguard.io/v1alpha1"] = Field(API_VERSION, description="API version.")
+    api_version: ApiVersion = Field(API_VERSION, description="API version.")
     kind: Literal["OOMDecision"] = Field("OOMDecision", description="Kind.")
     metadata: ObjectMeta = Field(description="Standard object metadata.")
     spec: OOMDecisionSpec = Field(description="The decision.")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "oomguard.io"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "oomguard.io/v1alpha1"
+ApiVersion = Literal["oomguard.io/v1alpha1"]
 
 
 class Model(BaseModel):
@@ -89,7 +91,7 @@ class LabelSelector(Model):
         default_factory=list, description="Requirements that must all hold."
     )
 
-    def matches(self, labels: dict[str, str]) -> bool:
+    def matches(self, labels: Mapping[str, str]) -> bool:
         for key, value in self.match_labels.items():
             if labels.get(key) != value:
                 return False

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from oomguard.api.meta import API_VERSION, Condition, LabelSelector, Model, ObjectMeta
+from oomguard.api.meta import API_VERSION, ApiVersion, Condition, LabelSelector, Model, ObjectMeta
 from oomguard.api.quantity import QuantityOrPercent, is_percent, parse_quantity
 
 Action = Literal["Evict", "Kill", "KillAndEvict"]
@@ -167,7 +167,7 @@ class OOMPolicy(Model):
     """OOMPolicy says when a node is under memory pressure, what oomguard does about it,
     and what tenants may claim. Cluster-scoped."""
 
-    api_version: Literal["oomguard.io/v1alpha1"] = Field(API_VERSION, description="API version.")
+    api_version: ApiVersion = Field(API_VERSION, description="API version.")
     kind: Literal["OOMPolicy"] = Field("OOMPolicy", description="Kind.")
     metadata: ObjectMeta = Field(description="Standard object metadata.")
     spec: OOMPolicySpec = Field(default_factory=OOMPolicySpec, description="The policy.")

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
-from oomguard.api.meta import API_VERSION, Condition, LabelSelector, Model, ObjectMeta
+from oomguard.api.meta import API_VERSION, ApiVersion, Condition, LabelSelector, Model, ObjectMeta
 from oomguard.api.quantity import QUANTITY_PATTERN, parse_quantity
 
 Preference = Literal["Prefer", "Avoid", "Never"]
@@ -109,7 +109,7 @@ class OOMPriority(Model):
     """OOMPriority tells oomguard how important the selected pods are, how much memory
     they are expected to use, and how they group. Namespaced."""
 
-    api_version: Literal["oomguard.io/v1alpha1"] = Field(API_VERSION, description="API version.")
+    api_version: ApiVersion = Field(API_VERSION, description="API version.")
     kind: Literal["OOMPriority"] = Field("OOMPriority", description="Kind.")
     metadata: ObjectMeta = Field(description="Standard object metadata.")
     spec: OOMPrioritySpec = Field(

@@ -64,9 +64,8 @@ def _check_quantity(value: Any) -> Any:
         raise ValueError("a quantity is a number or a string such as 512Mi, not a boolean")
     if isinstance(value, int | float):
         value = str(int(value)) if float(value).is_integer() else str(value)
-    if isinstance(value, str):
-        if parse_quantity(value) < 0:
-            raise ValueError(f"{value!r} is negative; memory amounts are >= 0")
+    if isinstance(value, str) and parse_quantity(value) < 0:
+        raise ValueError(f"{value!r} is negative; memory amounts are >= 0")
     return value
 
 

@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from oomguard.api.meta import API_VERSION, Model, ObjectMeta
-
+from oomguard.api.meta import API_VERSION, ApiVersion, Model, ObjectMeta
 
 
 class MemoryUsage(Model):
@@ -90,7 +89,7 @@ class NodeMemoryReport(Model):
     """NodeMemoryReport holds what the node agent measured: node memory, PSI and each pod's
     hierarchical usage. Cluster-scoped, named after the node, written by the agent."""
 
-    api_version: Literal["oomguard.io/v1alpha1"] = Field(API_VERSION, description="API version.")
+    api_version: ApiVersion = Field(API_VERSION, description="API version.")
     kind: Literal["NodeMemoryReport"] = Field("NodeMemoryReport", description="Kind.")
     metadata: ObjectMeta = Field(description="Standard object metadata; name is the node's.")
     status: NodeMemoryReportStatus | None = Field(None, description="The measurements.")

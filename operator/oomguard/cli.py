@@ -1,0 +1,78 @@
+"""The `oomguard` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from oomguard import __version__
+from oomguard.engine import decide
+from oomguard.manifests import load_files
+from oomguard.render import outcome_json, outcome_table
+
+EXIT_INVALID_INPUT = 2
+
+
+def _fail(message: str) -> int:
+    print(f"oomguard: {message}", file=sys.stderr)
+    return EXIT_INVALID_INPUT
+
+
+def rank(args: argparse.Namespace) -> int:
+    """Offline ranking of one node from YAML files: who would be killed, and why."""
+    inputs = load_files(args.files)
+    for warning in inputs.warnings:
+        print(f"oomguard: warning: {warning}", file=sys.stderr)
+    if inputs.errors:
+        print(f"oomguard: invalid input ({len(inputs.errors)} errors):", file=sys.stderr)
+        for error in inputs.errors:
+            print(f"  {error}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    node = args.node
+    if node is None:
+        if len(inputs.reports) != 1:
+            found = ", ".join(sorted(inputs.reports)) or "none"
+            return _fail(f"need exactly one NodeMemoryReport or --node NAME (found: {found})")
+        node = next(iter(inputs.reports))
+    if node not in inputs.reports:
+        return _fail(f"no NodeMemoryReport named {node!r} in {', '.join(map(str, args.files))}")
+    status = inputs.reports[node].status
+    assert status is not None
+    now = status.observed_time or datetime.now(UTC)
+    outcome = decide(inputs.snapshot(node, now))
+    if args.output == "json":
+        print(json.dumps(outcome_json(outcome), indent=2))
+    else:
+        print(outcome_table(outcome))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="oomguard",
+        description="Group-aware, priority-driven OOM protection for Kubernetes nodes.",
+    )
+    top.add_argument("--version", action="version", version=f"oomguard {__version__}")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("rank", help=rank.__doc__, description=rank.__doc__)
+    p.add_argument("-f", "--filename", dest="files", type=Path, action="append", required=True,
+                   help="YAML file of Pods, Namespaces, OOMPolicy, OOMPriority, OOMDecision "
+                   "and NodeMemoryReport objects; repeatable")
+    p.add_argument("--node", help="node to rank (default: the only NodeMemoryReport's node)")
+    p.add_argument("-o", "--output", choices=("json", "table"), default="table")
+    p.set_defaults(run=rank)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

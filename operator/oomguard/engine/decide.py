@@ -1,0 +1,90 @@
+"""One decision for one node: policy, pressure, eligibility, groups, ranking, victims."""
+
+from __future__ import annotations
+
+from oomguard.engine.eligibility import NEVER, UNKNOWN_POD, Context, exclusion
+from oomguard.engine.grouping import build_groups, group_name
+from oomguard.engine.model import Exclusion, Outcome, Pod, PodPriority, Snapshot
+from oomguard.engine.pressure import assess, select_policy
+from oomguard.engine.priorities import DEFAULT_PRIORITY, resolve
+from oomguard.engine.ranking import rank
+from oomguard.engine.victims import in_flight, take_victims
+
+
+def decide(snapshot: Snapshot) -> Outcome:
+    """Rank the node's groups and pick the victims. Pure: the same snapshot always gives
+    the same outcome, whatever the order of its inputs."""
+    s = snapshot
+    policy = select_policy(s.policies, s.node, s.node_labels)
+    spec = policy.spec
+    assessment = assess(s.memory, policy)
+    usage = {p.uid: p.usage.unreclaimable_bytes for p in s.usage}
+    flight = in_flight(
+        s.decisions, s.node, present=usage, pressure=assessment.pressure,
+        cooldown_seconds=spec.cooldown_seconds, now=s.now,
+    )
+    ctx = Context(s.node, frozenset(spec.protected_namespaces), flight.pods)
+    resolution = resolve(s.pods, s.priorities, s.namespaces, policy)
+
+    excluded: list[Exclusion] = []
+    members: list[tuple[Pod, PodPriority, str]] = []
+    elsewhere: list[tuple[Pod, str]] = []
+    releasing = 0
+    known: set[str] = set()
+    for pod in s.pods:
+        known.add(pod.uid)
+        setting = resolution.by_pod.get(pod.uid, DEFAULT_PRIORITY)
+        reason = exclusion(pod, ctx)
+        if reason is None:
+            members.append((pod, setting, group_name(pod, setting, s.owners)))
+            continue
+        excluded.append(reason)
+        if reason.reason == "Terminating" or (
+            reason.reason == "InFlightVictim" and flight.blocking
+        ):
+            releasing += usage.get(pod.uid, 0)
+        elif reason.reason == "NotOnNode" and pod.phase == "Running" and not pod.terminating:
+            elsewhere.append((pod, group_name(pod, setting, s.owners)))
+    excluded.extend(
+        Exclusion(p.uid, p.uid, UNKNOWN_POD, "pod cgroup on the node with no known Pod object")
+        for p in s.usage
+        if p.uid not in known
+    )
+
+    groups = build_groups(members, usage)
+    for pod, name in elsewhere:
+        if name in groups:
+            groups[name].elsewhere.append(pod)
+    candidates = []
+    for group in groups.values():
+        if group.preference == NEVER:
+            excluded.extend(
+                Exclusion(p.ref, p.uid, NEVER, f"group {group.name} has preference Never")
+                for p in group.pods
+            )
+        else:
+            candidates.append(group)
+    excluded.sort(key=lambda e: (e.pod, e.uid))
+
+    ranking = rank(candidates, spec.ranking, spec.hierarchy, groups.values())
+    need = max(assessment.need_bytes - releasing, 0)
+    victims = [] if flight.blocking or need == 0 else take_victims(ranking, need)
+    action = {"None": None, "Soft": spec.actions.soft, "Hard": spec.actions.hard}[
+        assessment.pressure
+    ]
+    return Outcome(
+        node=s.node,
+        policy=policy.metadata.name,
+        mode=spec.mode,
+        pressure=assessment.pressure,
+        capacity_bytes=s.memory.capacity_bytes,
+        available_bytes=s.memory.available_bytes,
+        need_bytes=assessment.need_bytes,
+        releasing_bytes=releasing,
+        action=action,
+        victims=victims,
+        ranking=ranking,
+        excluded=excluded,
+        priorities=resolution.reports,
+        blocked_by=flight.blocking,
+    )

@@ -1,0 +1,78 @@
+"""Which pods may be victims. Every pod that may not is listed with one reason: the first
+that applies in the order of EXCLUSION_RULES."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from oomguard.engine.model import Exclusion, Pod
+
+
+@dataclass(frozen=True)
+class Context:
+    """What exclusion rules need besides the pod itself."""
+
+    node: str
+    protected_namespaces: Collection[str]
+    in_flight: dict[str, str]
+    """UID of a pod already chosen by an earlier decision -> that decision's name."""
+
+
+ExclusionRule = Callable[[Pod, Context], str | None]
+
+
+def not_on_node(pod: Pod, ctx: Context) -> str | None:
+    if pod.node_name != ctx.node:
+        return f"runs on node {pod.node_name or '(unscheduled)'}, not {ctx.node}"
+    return None
+
+
+def not_running(pod: Pod, _: Context) -> str | None:
+    return None if pod.phase == "Running" else f"phase is {pod.phase}"
+
+
+def terminating(pod: Pod, _: Context) -> str | None:
+    return "already terminating; its memory counts as being released" if pod.terminating else None
+
+
+def static_pod(pod: Pod, _: Context) -> str | None:
+    return "static or mirror pod, managed by the kubelet" if pod.static else None
+
+
+def system_critical(pod: Pod, _: Context) -> str | None:
+    return "system-critical priority class" if pod.critical else None
+
+
+def protected_namespace(pod: Pod, ctx: Context) -> str | None:
+    if pod.namespace in ctx.protected_namespaces:
+        return f"namespace {pod.namespace} is protected by the policy"
+    return None
+
+
+def in_flight_victim(pod: Pod, ctx: Context) -> str | None:
+    decision = ctx.in_flight.get(pod.uid)
+    return f"victim of decision {decision}, still releasing memory" if decision else None
+
+
+EXCLUSION_RULES: tuple[tuple[str, ExclusionRule], ...] = (
+    ("NotOnNode", not_on_node),
+    ("NotRunning", not_running),
+    ("Terminating", terminating),
+    ("StaticPod", static_pod),
+    ("SystemCritical", system_critical),
+    ("ProtectedNamespace", protected_namespace),
+    ("InFlightVictim", in_flight_victim),
+)
+NEVER = "Never"
+"""Reason for pods of a group whose preference is Never: decided per group, not per pod."""
+UNKNOWN_POD = "UnknownPod"
+"""Reason for a pod cgroup on the node whose Pod object is not known."""
+
+
+def exclusion(pod: Pod, ctx: Context) -> Exclusion | None:
+    for reason, rule in EXCLUSION_RULES:
+        message = rule(pod, ctx)
+        if message is not None:
+            return Exclusion(pod.ref, pod.uid, reason, message)
+    return None

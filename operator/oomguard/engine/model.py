@@ -1,0 +1,172 @@
+"""The engine's inputs and outputs: plain immutable data, built by the edges.
+
+Pods arrive already digested (requests summed, static and critical flags set) so that the
+hot path, ranking, touches each pod only a few times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from oomguard.api import (
+    NodeMemory,
+    OOMDecision,
+    OOMPolicy,
+    OOMPriority,
+    PodMemory,
+    Preference,
+    Pressure,
+)
+from oomguard.api.policy import Action
+from oomguard.api.priority import GroupBy
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRef:
+    """A controller owner reference."""
+
+    kind: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A known workload object (ReplicaSet, Deployment, Job, ...) and its own controller."""
+
+    namespace: str
+    kind: str
+    name: str
+    uid: str
+    controller: OwnerRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    """What the engine needs of a v1 Pod."""
+
+    namespace: str
+    name: str
+    uid: str
+    node_name: str = ""
+    phase: str = "Running"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    controller: OwnerRef | None = None
+    created: float = 0.0
+    terminating: bool = False
+    static: bool = False
+    critical: bool = False
+    requests_bytes: int = 0
+    limits_bytes: int = 0
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one decision for one node is made from."""
+
+    node: str
+    memory: NodeMemory
+    usage: Sequence[PodMemory]
+    pods: Sequence[Pod]
+    now: datetime
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    owners: Mapping[str, Owner] = field(default_factory=dict)
+    policies: Sequence[OOMPolicy] = ()
+    priorities: Sequence[OOMPriority] = ()
+    decisions: Sequence[OOMDecision] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PodPriority:
+    """The OOMPriority settings in force for one pod, after tenant bounds."""
+
+    priority: int = 0
+    preference: Preference | None = None
+    allowance: str = "Requests"
+    group_by: GroupBy = "Pod"
+    group_label: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class PriorityReport:
+    """How one OOMPriority object was applied: the content of its status."""
+
+    namespace: str
+    name: str
+    matched_pods: int
+    effective_priority: int
+    effective_preference: Preference | None
+    clamped_from: int | None = None
+    never_denied: bool = False
+    overlaps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    """A pod that cannot be a victim, and why."""
+
+    pod: str
+    uid: str
+    reason: str
+    message: str
+
+
+@dataclass(slots=True)
+class Group:
+    """Pods ranked and killed as one unit; usage and allowance are on this node."""
+
+    name: str
+    namespace: str
+    group_by: GroupBy
+    pods: list[Pod]
+    priority: int = -1001
+    preference: Preference | None = None
+    usage_bytes: int = 0
+    allowance_bytes: int = 0
+    created: float = 0.0
+    elsewhere: list[Pod] = field(default_factory=list)
+
+    @property
+    def excess_bytes(self) -> int:
+        return self.usage_bytes - self.allowance_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """A group at its place in the ranking, with the reason it stands above the next."""
+
+    position: int
+    group: Group
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The engine's answer for one node."""
+
+    node: str
+    policy: str
+    mode: str
+    pressure: Pressure
+    capacity_bytes: int
+    available_bytes: int
+    need_bytes: int
+    releasing_bytes: int
+    action: Action | None
+    victims: list[Ranked]
+    ranking: list[Ranked]
+    excluded: list[Exclusion]
+    priorities: list[PriorityReport]
+    blocked_by: str | None = None
+
+    @property
+    def expected_reclaim_bytes(self) -> int:
+        return sum(v.group.usage_bytes for v in self.victims)

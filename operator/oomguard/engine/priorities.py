@@ -1,0 +1,108 @@
+"""Which OOMPriority decides each pod, within the bounds the admin gave its namespace.
+
+Overlap rule: when several objects of a namespace select one pod, the one with the most
+specific pod selector (most matchLabels plus matchExpressions) wins, then the first by
+name. Every object involved reports the others as overlaps.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from oomguard.api import OOMPolicy, OOMPriority
+from oomguard.api.policy import Tenant
+from oomguard.engine.model import Pod, PodPriority, PriorityReport
+
+DEFAULT_PRIORITY = PodPriority()
+_OPEN_TENANT = Tenant()
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Per-pod settings (by pod UID) and per-object reports."""
+
+    by_pod: dict[str, PodPriority]
+    reports: list[PriorityReport]
+
+
+def tenant_for(
+    namespace: str, namespaces: Mapping[str, Mapping[str, str]], policy: OOMPolicy
+) -> Tenant:
+    """The first tenant entry whose selector matches the namespace; without one, a
+    namespace may claim any priority but not Never."""
+    labels = {"kubernetes.io/metadata.name": namespace, **namespaces.get(namespace, {})}
+    for tenant in policy.spec.tenants:
+        if tenant.namespace_selector.matches(labels):
+            return tenant
+    return _OPEN_TENANT
+
+
+def _effective(obj: OOMPriority, tenant: Tenant) -> PodPriority:
+    spec = obj.spec
+    preference = spec.preference
+    if preference == "Never" and not tenant.allow_never:
+        preference = "Avoid"
+    return PodPriority(
+        priority=min(spec.priority, tenant.max_priority),
+        preference=preference,
+        allowance=spec.allowance,
+        group_by=spec.group.by,
+        group_label=spec.group.label,
+        source=obj.metadata.name,
+    )
+
+
+def resolve(
+    pods: Iterable[Pod],
+    priorities: Sequence[OOMPriority],
+    namespaces: Mapping[str, Mapping[str, str]],
+    policy: OOMPolicy,
+) -> Resolution:
+    by_namespace: dict[str, list[OOMPriority]] = defaultdict(list)
+    for obj in priorities:
+        by_namespace[obj.metadata.namespace or ""].append(obj)
+    for objs in by_namespace.values():
+        objs.sort(key=lambda o: (-o.spec.pod_selector.specificity, o.metadata.name))
+
+    effective: dict[tuple[str, str], PodPriority] = {}
+    for namespace, objs in by_namespace.items():
+        tenant = tenant_for(namespace, namespaces, policy)
+        for obj in objs:
+            effective[namespace, obj.metadata.name] = _effective(obj, tenant)
+
+    by_pod: dict[str, PodPriority] = {}
+    matched: dict[tuple[str, str], int] = defaultdict(int)
+    overlaps: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for pod in pods:
+        in_namespace = by_namespace.get(pod.namespace)
+        if not in_namespace:
+            continue
+        selecting = [o for o in in_namespace if o.spec.pod_selector.matches(pod.labels)]
+        if not selecting:
+            continue
+        winner = selecting[0].metadata.name
+        by_pod[pod.uid] = effective[pod.namespace, winner]
+        matched[pod.namespace, winner] += 1
+        if len(selecting) > 1:
+            names = {o.metadata.name for o in selecting}
+            for name in names:
+                overlaps[pod.namespace, name] |= names - {name}
+
+    reports = []
+    for namespace, objs in sorted(by_namespace.items()):
+        for obj in objs:
+            key = (namespace, obj.metadata.name)
+            eff = effective[key]
+            reports.append(PriorityReport(
+                namespace=namespace,
+                name=obj.metadata.name,
+                matched_pods=matched[key],
+                effective_priority=eff.priority,
+                effective_preference=eff.preference,
+                clamped_from=obj.spec.priority if eff.priority != obj.spec.priority else None,
+                never_denied=obj.spec.preference == "Never" and eff.preference != "Never",
+                overlaps=tuple(sorted(overlaps[key])),
+            ))
+    return Resolution(by_pod, reports)

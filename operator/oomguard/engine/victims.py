@@ -1,0 +1,68 @@
+"""Victims: in-flight decisions that hold the node back, and the prefix of the ranking that
+covers the need."""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from oomguard.api import OOMDecision, Pressure
+from oomguard.engine.model import Ranked
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """Victims of earlier decisions whose pod cgroups are still on the node."""
+
+    pods: dict[str, str] = field(default_factory=dict)
+    """Pod UID -> name of the decision that chose it."""
+    blocking: str | None = None
+    """Name of the newest decision that bars a new victim, if any does."""
+
+
+def in_flight(
+    decisions: Sequence[OOMDecision],
+    node: str,
+    *,
+    present: Container[str],
+    pressure: Pressure,
+    cooldown_seconds: int,
+    now: datetime,
+) -> InFlight:
+    """A victim still present is still releasing memory: it bars a new victim until it is
+    gone, or until the cooldown passed and pressure is still Hard. Dry runs and failed
+    decisions never bar anything."""
+    pods: dict[str, str] = {}
+    blocking: tuple[datetime, str] | None = None
+    for decision in decisions:
+        spec, status = decision.spec, decision.status
+        if spec.node_name != node or spec.mode == "DryRun":
+            continue
+        if status is not None and status.phase in ("Failed", "DryRun"):
+            continue
+        chosen = [p.uid for v in spec.victims for p in v.pods if p.uid in present]
+        if not chosen:
+            continue
+        for uid in chosen:
+            pods[uid] = decision.metadata.name
+        started = (status.start_time if status else None) or decision.metadata.creation_timestamp
+        started = started or now
+        cooled = (now - started).total_seconds() >= cooldown_seconds
+        if not (cooled and pressure == "Hard") and (blocking is None or started > blocking[0]):
+            blocking = (started, decision.metadata.name)
+    return InFlight(pods, blocking[1] if blocking else None)
+
+
+def take_victims(ranking: Sequence[Ranked], need_bytes: int) -> list[Ranked]:
+    """The shortest prefix of the ranking (skipping groups that hold no memory) whose
+    usage covers the need, or every group when even all of them do not."""
+    victims: list[Ranked] = []
+    covered = 0
+    for ranked in ranking:
+        if covered >= need_bytes:
+            break
+        if ranked.group.usage_bytes > 0:
+            victims.append(ranked)
+            covered += ranked.group.usage_bytes
+    return victims

@@ -1,0 +1,268 @@
+"""Kubernetes objects, as YAML documents or API dicts, turned into engine inputs.
+
+Shared by `oomguard rank`, the standalone agent and the operator, so that a Pod means the
+same thing everywhere. Errors name the file, the document, the object and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from oomguard.api import (
+    NodeMemoryReport,
+    OOMDecision,
+    OOMPolicy,
+    OOMPriority,
+    parse_quantity,
+)
+from oomguard.api.meta import ObjectMeta
+from oomguard.api.quantity import Quantity
+from oomguard.engine import Owner, OwnerRef, Pod, Snapshot
+
+CRITICAL_PRIORITY_CLASSES = frozenset({"system-node-critical", "system-cluster-critical"})
+SYSTEM_CRITICAL_PRIORITY = 2_000_000_000
+OWNER_KINDS = frozenset({
+    "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob",
+    "ReplicationController",
+})
+IGNORED_KINDS = frozenset({"Service", "ConfigMap", "Secret", "ServiceAccount", "Event"})
+
+
+class _View(BaseModel):
+    """A read-only view of a core object: camelCase, unknown fields ignored."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class _Resources(_View):
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class _Container(_View):
+    name: str = ""
+    resources: _Resources = Field(default_factory=_Resources)
+    restart_policy: str | None = None
+
+    def memory(self, kind: str) -> int:
+        amounts = self.resources.requests if kind == "requests" else self.resources.limits
+        return parse_quantity(amounts["memory"]) if "memory" in amounts else 0
+
+
+class _PodSpec(_View):
+    node_name: str = ""
+    priority_class_name: str = ""
+    priority: int | None = None
+    containers: list[_Container] = Field(default_factory=list)
+    init_containers: list[_Container] = Field(default_factory=list)
+    overhead: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class _PodStatus(_View):
+    phase: str = "Unknown"
+
+
+class _PodManifest(_View):
+    metadata: ObjectMeta
+    spec: _PodSpec = Field(default_factory=_PodSpec)
+    status: _PodStatus = Field(default_factory=_PodStatus)
+
+
+class _NamedManifest(_View):
+    metadata: ObjectMeta
+
+
+def _pod_memory(spec: _PodSpec, kind: str) -> int:
+    """Pod-level memory the way the scheduler computes it: app containers and sidecars,
+    or the largest init step if bigger, plus overhead. For limits, a container without a
+    limit counts its request."""
+
+    def amount(c: _Container) -> int:
+        value = c.memory(kind)
+        return value if value or kind == "requests" else c.memory("requests")
+
+    total = sum(amount(c) for c in spec.containers)
+    sidecars = 0
+    init_peak = 0
+    for c in spec.init_containers:
+        if c.restart_policy == "Always":
+            sidecars += amount(c)
+            total += amount(c)
+        else:
+            init_peak = max(init_peak, sidecars + amount(c))
+    overhead = parse_quantity(spec.overhead["memory"]) if "memory" in spec.overhead else 0
+    return max(total, init_peak) + overhead
+
+
+def _controller(meta: ObjectMeta) -> OwnerRef | None:
+    for ref in meta.owner_references:
+        if ref.controller:
+            return OwnerRef(ref.kind, ref.name, ref.uid)
+    return None
+
+
+def _epoch(moment: datetime | None) -> float:
+    return moment.timestamp() if moment else 0.0
+
+
+def pod_from_manifest(obj: dict[str, Any]) -> Pod:
+    """Digest a v1 Pod; raises pydantic.ValidationError on malformed fields."""
+    manifest = _PodManifest.model_validate(obj)
+    meta, spec = manifest.metadata, manifest.spec
+    controller = _controller(meta)
+    static = (
+        "kubernetes.io/config.mirror" in meta.annotations
+        or meta.annotations.get("kubernetes.io/config.source", "api") != "api"
+        or (controller is not None and controller.kind == "Node")
+    )
+    critical = spec.priority_class_name in CRITICAL_PRIORITY_CLASSES or (
+        spec.priority or 0
+    ) >= SYSTEM_CRITICAL_PRIORITY
+    return Pod(
+        namespace=meta.namespace or "default",
+        name=meta.name,
+        uid=meta.uid,
+        node_name=spec.node_name,
+        phase=manifest.status.phase,
+        labels=meta.labels,
+        controller=controller,
+        created=_epoch(meta.creation_timestamp),
+        terminating=meta.deletion_timestamp is not None,
+        static=static,
+        critical=critical,
+        requests_bytes=_pod_memory(spec, "requests"),
+        limits_bytes=_pod_memory(spec, "limits"),
+    )
+
+
+def owner_from_manifest(obj: dict[str, Any]) -> Owner:
+    meta = _NamedManifest.model_validate(obj).metadata
+    return Owner(meta.namespace or "default", str(obj.get("kind")), meta.name, meta.uid,
+                 _controller(meta))
+
+
+@dataclass
+class Inputs:
+    """Everything read from the files, ready to become a Snapshot."""
+
+    pods: list[Pod] = field(default_factory=list)
+    owners: dict[str, Owner] = field(default_factory=dict)
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    policies: list[OOMPolicy] = field(default_factory=list)
+    priorities: list[OOMPriority] = field(default_factory=list)
+    decisions: list[OOMDecision] = field(default_factory=list)
+    reports: dict[str, NodeMemoryReport] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def snapshot(self, node: str, now: datetime) -> Snapshot:
+        report = self.reports[node]
+        assert report.status is not None
+        return Snapshot(
+            node=node,
+            memory=report.status.node,
+            usage=report.status.pods,
+            pods=self.pods,
+            now=now,
+            node_labels=self.nodes.get(node, {}),
+            namespaces=self.namespaces,
+            owners=self.owners,
+            policies=self.policies,
+            priorities=self.priorities,
+            decisions=self.decisions,
+        )
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(object)"
+
+
+def _describe(obj: dict[str, Any]) -> str:
+    kind = obj.get("kind") or "object without kind"
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    name = meta.get("name") or "(no name)"
+    return f"{kind} {meta['namespace']}/{name}" if meta.get("namespace") else f"{kind} {name}"
+
+
+def _documents(path: Path) -> Iterator[tuple[int, Any]]:
+    """(document number from 1, object), with `kind: List` items unrolled."""
+    with path.open() as stream:
+        for number, doc in enumerate(yaml.safe_load_all(stream), start=1):
+            if isinstance(doc, dict) and doc.get("kind", "").endswith("List") and "items" in doc:
+                for item in doc["items"] or []:
+                    yield number, item
+            elif doc is not None:
+                yield number, doc
+
+
+def add_object(inputs: Inputs, obj: dict[str, Any]) -> None:
+    """Add one API object; raises ValidationError or ValueError when it is malformed."""
+    kind = obj.get("kind")
+    api = str(obj.get("apiVersion", ""))
+    if kind == "Pod":
+        inputs.pods.append(pod_from_manifest(obj))
+    elif kind == "Namespace":
+        meta = _NamedManifest.model_validate(obj).metadata
+        inputs.namespaces[meta.name] = meta.labels
+    elif kind == "Node":
+        meta = _NamedManifest.model_validate(obj).metadata
+        inputs.nodes[meta.name] = meta.labels
+    elif kind in OWNER_KINDS:
+        owner = owner_from_manifest(obj)
+        inputs.owners[owner.uid] = owner
+    elif api.startswith("oomguard.io/") and kind == "OOMPolicy":
+        inputs.policies.append(OOMPolicy.model_validate(obj))
+    elif api.startswith("oomguard.io/") and kind == "OOMPriority":
+        inputs.priorities.append(OOMPriority.model_validate(obj))
+    elif api.startswith("oomguard.io/") and kind == "OOMDecision":
+        inputs.decisions.append(OOMDecision.model_validate(obj))
+    elif api.startswith("oomguard.io/") and kind == "NodeMemoryReport":
+        report = NodeMemoryReport.model_validate(obj)
+        if report.status is None:
+            raise ValueError("status: a NodeMemoryReport needs its status (the measurements)")
+        inputs.reports[report.metadata.name] = report
+    else:
+        raise LookupError(f"kind {kind!r} (apiVersion {api!r}) is not used by oomguard")
+
+
+def load_files(paths: Iterable[Path]) -> Inputs:
+    """Read every document of every file; collect all errors rather than stop at the first."""
+    inputs = Inputs()
+    for path in paths:
+        try:
+            documents = list(_documents(path))
+        except (OSError, yaml.YAMLError) as exc:
+            inputs.errors.append(f"{path}: cannot read: {exc}")
+            continue
+        for number, obj in documents:
+            where = f"{path} (document {number})"
+            if not isinstance(obj, dict):
+                inputs.errors.append(f"{where}: not a Kubernetes object (a mapping)")
+                continue
+            what = _describe(obj)
+            try:
+                add_object(inputs, obj)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    inputs.errors.append(
+                        f"{where}: {what}: field {_field_path(err['loc'])}: {err['msg']}"
+                    )
+            except ValueError as exc:
+                inputs.errors.append(f"{where}: {what}: {exc}")
+            except LookupError as exc:
+                if obj.get("kind") not in IGNORED_KINDS:
+                    inputs.warnings.append(f"{where}: {what}: ignored: {exc.args[0]}")
+    return inputs

@@ -23,7 +23,7 @@ pytest: $(BIN)/.installed
 	$(BIN)/pytest
 
 demo: $(BIN)/.installed
-	$(BIN)/oomguard demo
+	$(BIN)/oomguard rank -f examples/cluster.yaml -o table
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/engine.py

@@ -1,0 +1,91 @@
+"""Every exclusion reason, table-driven: a pod that must not be a victim, and why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from oomguard.engine import decide
+
+from builders import NODE, Gi, decision, owned, pod, policy, priority, snapshot, usage
+
+CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    # (reason, pod fields, snapshot fields)
+    ("NotOnNode", {"node_name": "node-b"}, {}),
+    ("NotOnNode", {"node_name": ""}, {}),
+    ("NotRunning", {"phase": "Pending"}, {}),
+    ("NotRunning", {"phase": "Succeeded"}, {}),
+    ("Terminating", {"terminating": True}, {}),
+    ("StaticPod", {"static": True}, {}),
+    ("SystemCritical", {"critical": True}, {}),
+    ("ProtectedNamespace", {"namespace": "kube-system"}, {}),
+    ("ProtectedNamespace", {"namespace": "infra"},
+     {"policies": [policy(protectedNamespaces=["infra"])]}),
+    ("Never", {"labels": {"app": "x"}},
+     {"priorities": [priority("x", preference="Never", podSelector={"matchLabels": {"app": "x"}})],
+      "policies": [policy(tenants=[{"allowNever": True}])]}),
+]
+
+
+@pytest.mark.parametrize(("reason", "pod_fields", "snap_fields"), CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_excluded_with_reason(reason: str, pod_fields: dict[str, Any],
+                              snap_fields: dict[str, Any]) -> None:
+    fields = dict(pod_fields)
+    target = pod("target", fields.pop("namespace", "default"), **fields)
+    bystander = pod("bystander")
+    outcome = decide(snapshot([(target, 4 * Gi), (bystander, 1 * Gi)], **snap_fields))
+    excluded = {e.pod: e for e in outcome.excluded}
+    assert excluded[target.ref].reason == reason
+    assert excluded[target.ref].message
+    assert [r.group.name for r in outcome.ranking] == ["default/bystander"]
+    if reason == "Terminating":  # its 4Gi, being released, already cover the need
+        assert outcome.releasing_bytes == 4 * Gi
+        assert outcome.victims == []
+    else:
+        assert [v.group.name for v in outcome.victims] == ["default/bystander"]
+
+
+def test_in_flight_victim_is_excluded_and_counted_as_releasing() -> None:
+    old = pod("old")
+    fresh = pod("fresh")
+    outcome = decide(snapshot([(old, 2 * Gi), (fresh, 1 * Gi)],
+                              decisions=[decision("d1", [old])]))
+    assert {e.pod: e.reason for e in outcome.excluded} == {old.ref: "InFlightVictim"}
+    assert outcome.blocked_by == "d1"
+    assert outcome.releasing_bytes == 2 * Gi
+
+
+def test_pod_cgroup_without_pod_object_is_listed() -> None:
+    known = pod("known")
+    ghost = pod("ghost")
+    outcome = decide(snapshot([(known, 1 * Gi)], extra_usage=[usage(ghost, 3 * Gi)]))
+    assert [(e.pod, e.reason) for e in outcome.excluded] == [(ghost.uid, "UnknownPod")]
+
+
+def test_never_without_tenant_permission_is_avoid() -> None:
+    """Never is honoured only where the admin allows it; elsewhere it is Avoid, reported."""
+    a = pod("a", labels={"app": "a"})
+    b = pod("b")
+    outcome = decide(snapshot(
+        [(a, 4 * Gi), (b, 1 * Gi)],
+        priorities=[priority("a", preference="Never", podSelector={"matchLabels": {"app": "a"}})],
+    ))
+    assert [r.group.name for r in outcome.ranking] == ["default/b", "default/a"]
+    assert outcome.ranking[1].group.preference == "Avoid"
+    report = next(p for p in outcome.priorities if p.name == "a")
+    assert report.never_denied and report.effective_preference == "Avoid"
+
+
+def test_group_member_on_another_node_is_acted_on_with_the_group() -> None:
+    here = owned("w-1", "default", "ReplicaSet", "w")
+    there = owned("w-2", "default", "ReplicaSet", "w", node_name="node-b")
+    outcome = decide(snapshot(
+        [(here, 3 * Gi), (there, 0)], priorities=[priority("w", group={"by": "Workload"})]
+    ))
+    victim = outcome.victims[0].group
+    assert victim.name == "default/ReplicaSet/w"
+    assert [p.name for p in victim.pods] == ["w-1"]
+    assert [p.name for p in victim.elsewhere] == ["w-2"]
+    assert NODE not in {p.node_name for p in victim.elsewhere}

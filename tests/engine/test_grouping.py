@@ -1,0 +1,76 @@
+"""Groups: by pod, by top-level workload, by label; hierarchical usage and allowance."""
+
+from __future__ import annotations
+
+from oomguard.api import MemoryUsage, PodMemory
+from oomguard.engine import decide
+
+from builders import Gi, Mi, owned, owner, pod, priority, snapshot
+
+
+def _groups(s):  # type: ignore[no-untyped-def]
+    return {r.group.name: r.group for r in decide(s).ranking}
+
+
+def test_workload_follows_owners_to_the_top_level_controller() -> None:
+    pods = [owned(f"web-{i}", "shop", "ReplicaSet", "web-abc") for i in range(3)]
+    owners = {o.uid: o for o in [
+        owner("ReplicaSet", "web-abc", "shop", parent=("Deployment", "web")),
+        owner("Deployment", "web", "shop"),
+    ]}
+    groups = _groups(snapshot([(p, 100 * Mi) for p in pods], owners=owners,
+                              priorities=[priority("all", "shop", group={"by": "Workload"})]))
+    assert list(groups) == ["shop/Deployment/web"]
+    assert groups["shop/Deployment/web"].usage_bytes == 300 * Mi
+
+
+def test_workload_without_known_owners_uses_the_nearest_controller() -> None:
+    pods = [owned("a", "ns", "ReplicaSet", "rs-1"), owned("b", "ns", "ReplicaSet", "rs-2")]
+    groups = _groups(snapshot([(p, 1 * Gi) for p in pods],
+                              priorities=[priority("all", "ns", group={"by": "Workload"})]))
+    assert sorted(groups) == ["ns/ReplicaSet/rs-1", "ns/ReplicaSet/rs-2"]
+
+
+def test_workload_pod_without_controller_is_its_own_group() -> None:
+    groups = _groups(snapshot([(pod("bare", "ns"), 1 * Gi)],
+                              priorities=[priority("all", "ns", group={"by": "Workload"})]))
+    assert list(groups) == ["ns/bare"]
+
+
+def test_label_groups_pods_sharing_the_value_and_leaves_unlabelled_alone() -> None:
+    pods = [pod("a", labels={"team": "x"}), pod("b", labels={"team": "x"}),
+            pod("c", labels={"team": "y"}), pod("d")]
+    groups = _groups(snapshot([(p, 1 * Gi) for p in pods],
+                              priorities=[priority("t", group={"by": "Label", "label": "team"})]))
+    assert sorted(groups) == ["default/d", "default/team=x", "default/team=y"]
+    assert groups["default/team=x"].usage_bytes == 2 * Gi
+
+
+def test_group_priority_is_the_highest_and_allowance_the_sum() -> None:
+    a = pod("a", labels={"team": "x", "role": "main"}, requests_bytes=1 * Gi)
+    b = pod("b", labels={"team": "x"}, requests_bytes=2 * Gi)
+    groups = _groups(snapshot(
+        [(a, 1 * Gi), (b, 1 * Gi)],
+        priorities=[priority("team", priority=10, group={"by": "Label", "label": "team"}),
+                    priority("main", priority=90, group={"by": "Label", "label": "team"},
+                             podSelector={"matchLabels": {"role": "main"}})],
+    ))
+    g = groups["default/team=x"]
+    assert (g.priority, g.allowance_bytes, g.usage_bytes) == (90, 3 * Gi, 2 * Gi)
+
+
+def test_quantity_allowance_is_per_group_on_the_node() -> None:
+    pods = [owned(f"w{i}", "ns", "StatefulSet", "db") for i in range(4)]
+    groups = _groups(snapshot([(p, 1 * Gi) for p in pods], priorities=[
+        priority("db", "ns", allowance="6Gi", group={"by": "Workload"})]))
+    assert groups["ns/StatefulSet/db"].allowance_bytes == 6 * Gi
+
+
+def test_usage_counts_only_what_the_kernel_cannot_reclaim() -> None:
+    p = pod("p")
+    u = PodMemory(uid=p.uid, usage=MemoryUsage(
+        anon_bytes=100, file_bytes=10_000, shmem_bytes=5_000, unevictable_bytes=20,
+        kernel_bytes=3, swap_bytes=7, working_set_bytes=99_999))
+    s = snapshot([], extra_usage=[u])
+    s = type(s)(**{**s.__dict__, "pods": [p]})
+    assert _groups(s)["default/p"].usage_bytes == 130

@@ -1,0 +1,68 @@
+"""Matching OOMPriority objects to pods: selectors, overlaps, tenant bounds."""
+
+from __future__ import annotations
+
+from oomguard.engine.priorities import resolve
+
+from builders import pod, policy, priority
+
+
+def test_match_labels_and_expressions() -> None:
+    web = pod("web", "shop", labels={"app": "web", "tier": "front"})
+    db = pod("db", "shop", labels={"app": "db"})
+    other_ns = pod("web", "blog", labels={"app": "web", "tier": "front"})
+    obj = priority("front", "shop", priority=7, podSelector={
+        "matchLabels": {"app": "web"},
+        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front"]},
+                             {"key": "canary", "operator": "DoesNotExist"}],
+    })
+    r = resolve([web, db, other_ns], [obj], {}, policy())
+    assert set(r.by_pod) == {web.uid}
+    assert r.by_pod[web.uid].priority == 7
+    assert r.reports[0].matched_pods == 1
+
+
+def test_overlap_most_specific_wins_then_name_and_is_reported_on_all() -> None:
+    p = pod("web", labels={"app": "web", "team": "x"})
+    broad = priority("a-broad", priority=1)
+    narrow = priority("z-narrow", priority=2, podSelector={"matchLabels": {"app": "web"}})
+    twin = priority("m-twin", priority=3, podSelector={"matchLabels": {"team": "x"}})
+    r = resolve([p], [broad, twin, narrow], {}, policy())
+    assert r.by_pod[p.uid].source == "m-twin"  # as specific as z-narrow, first by name
+    overlaps = {rep.name: rep.overlaps for rep in r.reports}
+    assert overlaps == {
+        "a-broad": ("m-twin", "z-narrow"),
+        "m-twin": ("a-broad", "z-narrow"),
+        "z-narrow": ("a-broad", "m-twin"),
+    }
+
+
+def test_tenant_clamps_priority_and_reports_it() -> None:
+    p = pod("x", "bronze-ns")
+    pol = policy(tenants=[
+        {"namespaceSelector": {"matchLabels": {"tier": "gold"}}, "maxPriority": 1000},
+        {"namespaceSelector": {"matchLabels": {"tier": "bronze"}}, "maxPriority": 100},
+    ])
+    r = resolve([p], [priority("greedy", "bronze-ns", priority=900)],
+                {"bronze-ns": {"tier": "bronze"}}, pol)
+    assert r.by_pod[p.uid].priority == 100
+    assert (r.reports[0].effective_priority, r.reports[0].clamped_from) == (100, 900)
+
+
+def test_first_matching_tenant_applies_and_namespace_name_label_is_implicit() -> None:
+    pol = policy(tenants=[
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "vip"}},
+         "allowNever": True},
+        {"maxPriority": 0},
+    ])
+    vip, plain = pod("a", "vip"), pod("b", "plain")
+    r = resolve([vip, plain], [priority("n", "vip", preference="Never", priority=50),
+                               priority("n", "plain", preference="Never", priority=50)],
+                {}, pol)
+    assert (r.by_pod[vip.uid].preference, r.by_pod[vip.uid].priority) == ("Never", 50)
+    assert (r.by_pod[plain.uid].preference, r.by_pod[plain.uid].priority) == ("Avoid", 0)
+
+
+def test_pods_without_priority_object_get_defaults() -> None:
+    r = resolve([pod("lonely")], [], {}, policy())
+    assert r.by_pod == {} and r.reports == []

@@ -1,0 +1,100 @@
+"""`oomguard rank` as users run it: a real process, real files, exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "cluster.yaml"
+
+
+def oomguard(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "oomguard", *map(str, args)],
+                          capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_rank_json_follows_the_contract() -> None:
+    result = oomguard("rank", "-f", EXAMPLE, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["node"] == "node-a"
+    assert out["pressure"] == "Soft"
+    assert out["needBytes"] > 0
+    victim = out["victims"][0]
+    assert victim["pods"] == [f"batch/report-gen-{i}" for i in range(4)]
+    assert victim["action"] == "Evict"
+    assert victim["expectedReclaimBytes"] >= out["needBytes"] - out["releasingBytes"]
+    for entry in out["ranking"]:
+        assert {"pods", "priority", "usageBytes", "allowanceBytes"} <= set(entry)
+        assert all(isinstance(p, str) and "/" in p for p in entry["pods"])
+    assert {"pod": "sandbox/old-api-6c9-z1z1z", "reason": "Terminating"}.items() <= \
+        next(e for e in out["excluded"] if e["reason"] == "Terminating").items()
+    clamped = next(p for p in out["priorities"] if p["name"] == "everything-matters")
+    assert (clamped["effectivePriority"], clamped["clampedFrom"]) == (100, 1000)
+
+
+def test_rank_table_is_readable() -> None:
+    result = oomguard("rank", "-f", EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("node node-a  policy standard (Enforce)  pressure Soft")
+    assert lines[1].startswith("victims: batch/Job/report-gen  action Evict")
+    assert any(line.split()[:2] == ["1", "batch/Job/report-gen"] for line in lines)
+    assert any("EXCLUDED POD" in line for line in lines)
+
+
+def _write(tmp_path: Path, name: str, docs: list[dict[str, Any]]) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def test_invalid_input_exits_2_naming_file_object_and_field(tmp_path: Path) -> None:
+    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    docs.append({"apiVersion": "oomguard.io/v1alpha1", "kind": "OOMPriority",
+                 "metadata": {"name": "too-high", "namespace": "shop"},
+                 "spec": {"priority": 5000}})
+    docs.append({"apiVersion": "v1", "kind": "Pod",
+                 "metadata": {"name": "bad-pod", "namespace": "shop", "uid": "u1"},
+                 "spec": {"containers": [{"resources": {"requests": {"memory": "12 GB"}}}]}})
+    path = _write(tmp_path, "cluster.yaml", docs)
+    result = oomguard("rank", "-f", path, "-o", "json")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    errors = [line.strip() for line in result.stderr.splitlines()[1:]]
+    assert len(errors) == 2, result.stderr  # only the two bad objects, nothing else
+    assert errors[0].startswith(f"{path} (document {len(docs) - 1}): OOMPriority shop/too-high: "
+                                "field spec.priority:")
+    assert errors[1].startswith(f"{path} (document {len(docs)}): Pod shop/bad-pod: "
+                                "field spec.containers[0].resources.requests.memory:")
+
+
+def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("kind: Pod\nmetadata: [unclosed\n")
+    result = oomguard("rank", "-f", path)
+    assert result.returncode == 2
+    assert f"{path}: cannot read" in result.stderr
+
+
+def test_missing_report_for_node_exits_2(tmp_path: Path) -> None:
+    result = oomguard("rank", "-f", EXAMPLE, "--node", "node-z")
+    assert result.returncode == 2
+    assert "no NodeMemoryReport named 'node-z'" in result.stderr
+
+
+def test_objects_from_several_files_and_kind_list(tmp_path: Path) -> None:
+    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    report = next(d for d in docs if d and d["kind"] == "NodeMemoryReport")
+    rest = [d for d in docs if d and d is not report]
+    listed = _write(tmp_path, "list.yaml", [{"apiVersion": "v1", "kind": "List", "items": rest}])
+    result = oomguard("rank", "-f", listed, "-f", _write(tmp_path, "r.yaml", [report]),
+                      "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["victims"][0]["group"] == "batch/Job/report-gen"

@@ -98,6 +98,9 @@ class OOMDecisionStatus(Model):
     reclaimed_bytes: int = Field(0, description="Memory freed in total.", ge=0)
     start_time: datetime | None = Field(None, description="When execution began.")
     completion_time: datetime | None = Field(None, description="When it ended.")
+    duration_seconds: float | None = Field(
+        None, description="Time from the start of execution to the last victim's end.", ge=0
+    )
     conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
 
 

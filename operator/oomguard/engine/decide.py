@@ -86,5 +86,7 @@ def decide(snapshot: Snapshot) -> Outcome:
         ranking=ranking,
         excluded=excluded,
         priorities=resolution.reports,
+        soft_threshold_bytes=assessment.soft_bytes,
+        cooldown_seconds=spec.cooldown_seconds,
         blocked_by=flight.blocking,
     )

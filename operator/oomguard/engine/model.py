@@ -165,6 +165,8 @@ class Outcome:
     ranking: list[Ranked]
     excluded: list[Exclusion]
     priorities: list[PriorityReport]
+    soft_threshold_bytes: int = 0
+    cooldown_seconds: int = 0
     blocked_by: str | None = None
 
     @property

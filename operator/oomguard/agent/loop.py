@@ -1,0 +1,203 @@
+"""The node agent's loop: sample, decide, act, and keep track of what is in flight.
+
+The loop knows nothing of cgroup files or of the API server: it reads through a
+NodeReader, kills through a PodKiller and asks a Clock for the time, so the same loop
+serves the standalone mode, the in-cluster agent and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Literal, Protocol
+
+from oomguard.api import NodeMemory, OOMDecision, PodMemory, VictimStatus
+from oomguard.decisions import decision_from_outcome
+from oomguard.engine import Outcome, Snapshot, decide
+from oomguard.manifests import Inputs
+
+KillOutcome = Literal["Killed", "AlreadyGone", "Refused", "Failed"]
+
+
+@dataclass(frozen=True)
+class NodeSample:
+    memory: NodeMemory
+    pods: list[PodMemory]
+
+
+@dataclass(frozen=True)
+class KillResult:
+    outcome: KillOutcome
+    message: str = ""
+    reclaimed_bytes: int = 0
+    duration_seconds: float = 0.0
+
+
+class NodeReader(Protocol):
+    def read(self) -> NodeSample: ...
+
+
+class PodKiller(Protocol):
+    def kill(self, uid: str) -> KillResult:
+        """Kill every process of the pod's cgroups, found from the UID alone."""
+        ...
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one pass of the loop saw and did."""
+
+    sample: NodeSample
+    outcome: Outcome
+    decision: OOMDecision | None = None
+    pressure_since: float | None = None
+    """Monotonic time of the first sample of the current pressure episode."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How often to sample: the time the headroom above the soft threshold lasts at the
+    assumed allocation rate (or twice the observed one), within [fastest, slowest]."""
+
+    fastest: float = 0.02
+    slowest: float = 1.0
+    assumed_rate: float = float(1 << 30)
+    """Bytes per second a burst may allocate; at least 1GiB/s."""
+
+    def interval(self, headroom_bytes: int, observed_rate: float) -> float:
+        rate = max(self.assumed_rate, 2 * observed_rate)
+        return min(max(headroom_bytes / rate, self.fastest), self.slowest)
+
+
+@dataclass
+class Agent:
+    """One node's agent. `view` holds pods, policies and priorities; `emit` receives each
+    decision once executed. Dry runs are emitted when their victims change, or at most
+    once per cooldown, not on every sample."""
+
+    node: str
+    reader: NodeReader
+    killer: PodKiller
+    clock: Clock
+    view: Inputs
+    emit: Callable[[OOMDecision], None]
+    standalone: bool = False
+    sampling: Sampling = field(default_factory=Sampling)
+    decisions: list[OOMDecision] = field(default_factory=list)
+    _pressure_since: float | None = None
+    _last: tuple[float, int] | None = None
+    _rate: float = 0.0
+    _last_dry_run: tuple[tuple[str, ...], float] | None = None
+
+    def step(self) -> Step:
+        sample = self.reader.read()
+        mono = self.clock.monotonic()
+        self._observe_rate(mono, sample.memory.available_bytes)
+        present = {p.uid for p in sample.pods}
+        self.decisions = [d for d in self.decisions if _any_present(d, present)]
+        outcome = decide(self._snapshot(sample))
+        if outcome.pressure == "None":
+            self._pressure_since = None
+        elif self._pressure_since is None:
+            self._pressure_since = mono
+        decision = None
+        if outcome.victims and outcome.mode == "Enforce":
+            decision = self._execute(outcome)
+        elif outcome.victims:
+            decision = self._dry_run(outcome, mono)
+        return Step(sample, outcome, decision, self._pressure_since)
+
+    def next_interval(self, step: Step) -> float:
+        headroom = step.sample.memory.available_bytes - step.outcome.soft_threshold_bytes
+        return self.sampling.interval(max(headroom, 0), self._rate)
+
+    def _observe_rate(self, mono: float, available: int) -> None:
+        if self._last is not None and mono > self._last[0]:
+            self._rate = max((self._last[1] - available) / (mono - self._last[0]), 0.0)
+        self._last = (mono, available)
+
+    def _snapshot(self, sample: NodeSample) -> Snapshot:
+        pods = self.view.pods
+        if self.standalone:
+            # Without an API server, a pod is on this node if its cgroup is here.
+            here = {p.uid for p in sample.pods}
+            pods = [
+                replace(p, node_name=self.node, phase="Running" if p.phase == "Unknown" else p.phase)
+                if p.uid in here else p
+                for p in pods
+            ]
+        return Snapshot(
+            node=self.node,
+            memory=sample.memory,
+            usage=sample.pods,
+            pods=pods,
+            now=self.clock.now(),
+            node_labels=self.view.nodes.get(self.node, {}),
+            namespaces=self.view.namespaces,
+            owners=self.view.owners,
+            policies=self.view.policies,
+            priorities=self.view.priorities,
+            decisions=self.decisions,
+        )
+
+    def _dry_run(self, outcome: Outcome, mono: float) -> OOMDecision | None:
+        victims = tuple(v.group.name for v in outcome.victims)
+        last = self._last_dry_run
+        if last is not None and last[0] == victims and mono - last[1] < outcome.cooldown_seconds:
+            return None
+        self._last_dry_run = (victims, mono)
+        decision = decision_from_outcome(outcome, decided_by="agent", at=self.clock.now())
+        self.emit(decision)
+        return decision
+
+    def _execute(self, outcome: Outcome) -> OOMDecision:
+        """Kill every victim pod on this node; the decision records each outcome."""
+        start = self.clock.monotonic()
+        decision = decision_from_outcome(outcome, decided_by="agent", at=self.clock.now())
+        if self.standalone and decision.spec.action != "Kill":
+            decision = decision.model_copy(update={
+                "spec": decision.spec.model_copy(update={"action": "Kill"})})
+        self.decisions.append(decision)
+        assert decision.status is not None
+        statuses = []
+        for status in decision.status.victims:
+            pod_node = next(
+                (p.node_name for v in decision.spec.victims for p in v.pods if p.uid == status.uid),
+                "",
+            )
+            if pod_node and pod_node != self.node:
+                statuses.append(status)  # another node's agent acts on it
+                continue
+            result = self.killer.kill(status.uid)
+            statuses.append(status.model_copy(update={
+                "outcome": result.outcome,
+                "message": result.message,
+                "reclaimed_bytes": result.reclaimed_bytes,
+                "duration_seconds": result.duration_seconds,
+            }))
+        done = _finished(statuses)
+        decision = decision.model_copy(update={"status": decision.status.model_copy(update={
+            "phase": done,
+            "victims": statuses,
+            "reclaimed_bytes": sum(s.reclaimed_bytes for s in statuses),
+            "completion_time": self.clock.now(),
+            "duration_seconds": self.clock.monotonic() - start,
+        })})
+        self.decisions[-1] = decision
+        self.emit(decision)
+        return decision
+
+
+def _finished(statuses: list[VictimStatus]) -> Literal["Completed", "Failed"]:
+    ok = {"Killed", "AlreadyGone", "Pending"}
+    return "Completed" if all(s.outcome in ok for s in statuses) else "Failed"
+
+
+def _any_present(decision: OOMDecision, present: set[str]) -> bool:
+    return any(p.uid in present for v in decision.spec.victims for p in v.pods)

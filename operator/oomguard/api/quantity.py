@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from math import ceil
 from typing import Annotated, Any
 
@@ -29,8 +30,10 @@ _SUFFIXES: dict[str, Decimal] = {
 _QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([a-zA-Z]*|[eE][+-]?[0-9.]+)$")
 
 
+@lru_cache(maxsize=4096)
 def parse_quantity(text: str | int) -> int:
-    """Return the quantity in bytes, rounded up; raise ValueError for anything else."""
+    """Return the quantity in bytes, rounded up; raise ValueError for anything else.
+    Cached: a cluster uses few distinct quantities, and ranking parses them per pod."""
     if isinstance(text, int):
         return text
     match = _QUANTITY.match(text.strip())

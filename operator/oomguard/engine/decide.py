@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from oomguard.engine.eligibility import NEVER, UNKNOWN_POD, Context, exclusion
-from oomguard.engine.grouping import build_groups, group_name
+from oomguard.engine.grouping import Workloads, build_groups, group_name
 from oomguard.engine.model import Exclusion, Outcome, Pod, PodPriority, Snapshot
 from oomguard.engine.pressure import assess, select_policy
 from oomguard.engine.priorities import DEFAULT_PRIORITY, resolve
@@ -25,6 +25,7 @@ def decide(snapshot: Snapshot) -> Outcome:
     )
     ctx = Context(s.node, frozenset(spec.protected_namespaces), flight.pods)
     resolution = resolve(s.pods, s.priorities, s.namespaces, policy)
+    workloads = Workloads(s.owners)
 
     excluded: list[Exclusion] = []
     members: list[tuple[Pod, PodPriority, str]] = []
@@ -36,7 +37,7 @@ def decide(snapshot: Snapshot) -> Outcome:
         setting = resolution.by_pod.get(pod.uid, DEFAULT_PRIORITY)
         reason = exclusion(pod, ctx)
         if reason is None:
-            members.append((pod, setting, group_name(pod, setting, s.owners)))
+            members.append((pod, setting, group_name(pod, setting, workloads)))
             continue
         excluded.append(reason)
         if reason.reason == "Terminating" or (
@@ -44,7 +45,7 @@ def decide(snapshot: Snapshot) -> Outcome:
         ):
             releasing += usage.get(pod.uid, 0)
         elif reason.reason == "NotOnNode" and pod.phase == "Running" and not pod.terminating:
-            elsewhere.append((pod, group_name(pod, setting, s.owners)))
+            elsewhere.append((pod, group_name(pod, setting, workloads)))
     excluded.extend(
         Exclusion(p.uid, p.uid, UNKNOWN_POD, "pod cgroup on the node with no known Pod object")
         for p in s.usage

@@ -71,6 +71,12 @@ UNKNOWN_POD = "UnknownPod"
 
 
 def exclusion(pod: Pod, ctx: Context) -> Exclusion | None:
+    if (
+        pod.node_name == ctx.node and pod.phase == "Running"
+        and not (pod.terminating or pod.static or pod.critical)
+        and pod.namespace not in ctx.protected_namespaces and pod.uid not in ctx.in_flight
+    ):
+        return None  # the common case, in one test; the rules below name the reason
     for reason, rule in EXCLUSION_RULES:
         message = rule(pod, ctx)
         if message is not None:

@@ -15,38 +15,40 @@ from oomguard.engine.model import Group, Owner, OwnerRef, Pod, PodPriority
 PROTECTION = {"Prefer": 0, None: 1, "Avoid": 2, "Never": 3}
 
 
-def top_controller(pod: Pod, owners: Mapping[str, Owner]) -> OwnerRef | None:
-    """Follow controller references up as far as the owners are known."""
-    ref = pod.controller
-    seen = set()
-    while ref is not None and ref.uid in owners and ref.uid not in seen:
-        seen.add(ref.uid)
-        parent = owners[ref.uid].controller
-        if parent is None:
-            break
-        ref = parent
-    return ref
+class Workloads:
+    """Top-level controllers of pods, each chain followed once per decision."""
+
+    def __init__(self, owners: Mapping[str, Owner]) -> None:
+        self._owners = owners
+        self._top: dict[str, OwnerRef] = {}
+
+    def top(self, ref: OwnerRef) -> OwnerRef:
+        """Follow controller references up as far as the owners are known."""
+        cached = self._top.get(ref.uid)
+        if cached is not None:
+            return cached
+        top, seen = ref, {ref.uid}
+        while top.uid in self._owners:
+            parent = self._owners[top.uid].controller
+            if parent is None or parent.uid in seen:
+                break
+            seen.add(parent.uid)
+            top = parent
+        self._top[ref.uid] = top
+        return top
 
 
-def group_name(pod: Pod, setting: PodPriority, owners: Mapping[str, Owner]) -> str:
+def group_name(pod: Pod, setting: PodPriority, workloads: Workloads) -> str:
     """The group's name, which is also its identity: namespace/what-joins-it."""
     if setting.group_by == "Workload":
-        top = top_controller(pod, owners)
-        if top is not None:
+        if pod.controller is not None:
+            top = workloads.top(pod.controller)
             return f"{pod.namespace}/{top.kind}/{top.name}"
     elif setting.group_by == "Label" and setting.group_label:
         value = pod.labels.get(setting.group_label)
         if value is not None:
             return f"{pod.namespace}/{setting.group_label}={value}"
     return f"{pod.namespace}/{pod.name}"
-
-
-def pod_allowance(pod: Pod, setting: PodPriority) -> int:
-    if setting.allowance == "Requests":
-        return pod.requests_bytes
-    if setting.allowance == "Limits":
-        return pod.limits_bytes
-    return 0
 
 
 def build_groups(
@@ -65,13 +67,17 @@ def build_groups(
                 preference="Prefer", created=pod.created,
             )
         group.pods.append(pod)
-        group.priority = max(group.priority, setting.priority)
-        if PROTECTION[setting.preference] > PROTECTION[group.preference]:
-            group.preference = setting.preference
         group.usage_bytes += usage.get(pod.uid, 0)
+        group.priority = max(group.priority, setting.priority)
+        if setting.preference != group.preference and (
+            PROTECTION[setting.preference] > PROTECTION[group.preference]
+        ):
+            group.preference = setting.preference
         group.created = min(group.created, pod.created)
-        if setting.allowance in ("Requests", "Limits"):
-            group.allowance_bytes += pod_allowance(pod, setting)
+        if setting.allowance == "Requests":
+            group.allowance_bytes += pod.requests_bytes
+        elif setting.allowance == "Limits":
+            group.allowance_bytes += pod.limits_bytes
         else:
             quantities[name] = max(quantities.get(name, 0), parse_quantity(setting.allowance))
     for name, quantity in quantities.items():

@@ -6,7 +6,7 @@ hot path, ranking, touches each pod only a few times.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -141,11 +141,16 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Ranked:
-    """A group at its place in the ranking, with the reason it stands above the next."""
+    """A group at its place in the ranking, with the reason it stands above the next.
+    The reason is put into words only when read: most of a long ranking never is."""
 
     position: int
     group: Group
-    reason: str
+    explain: Callable[[], str]
+
+    @property
+    def reason(self) -> str:
+        return self.explain()
 
 
 @dataclass(frozen=True)

@@ -75,20 +75,26 @@ def resolve(
     by_pod: dict[str, PodPriority] = {}
     matched: dict[tuple[str, str], int] = defaultdict(int)
     overlaps: dict[tuple[str, str], set[str]] = defaultdict(set)
+    # Pods of one workload share their labels: match each distinct label set once.
+    winners: dict[tuple[str, tuple[tuple[str, str], ...]], str | None] = {}
     for pod in pods:
         in_namespace = by_namespace.get(pod.namespace)
         if not in_namespace:
             continue
-        selecting = [o for o in in_namespace if o.spec.pod_selector.matches(pod.labels)]
-        if not selecting:
-            continue
-        winner = selecting[0].metadata.name
-        by_pod[pod.uid] = effective[pod.namespace, winner]
-        matched[pod.namespace, winner] += 1
-        if len(selecting) > 1:
-            names = {o.metadata.name for o in selecting}
-            for name in names:
-                overlaps[pod.namespace, name] |= names - {name}
+        label_set = (pod.namespace, tuple(pod.labels.items()))
+        if label_set in winners:
+            winner = winners[label_set]
+        else:
+            selecting = [o.metadata.name for o in in_namespace
+                         if o.spec.pod_selector.matches(pod.labels)]
+            winner = winners[label_set] = selecting[0] if selecting else None
+            if len(selecting) > 1:
+                names = set(selecting)
+                for name in names:
+                    overlaps[pod.namespace, name] |= names - {name}
+        if winner is not None:
+            by_pod[pod.uid] = effective[pod.namespace, winner]
+            matched[pod.namespace, winner] += 1
 
     reports = []
     for namespace, objs in sorted(by_namespace.items()):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from oomguard.engine.model import Group, Ranked
@@ -131,19 +132,29 @@ def rank(
         ordered = _by_namespace(groups, rules, namespace_members)
     else:
         ordered = _keyed(groups, rules)
-    result = []
-    for i, (key, group) in enumerate(ordered):
-        if i + 1 == len(ordered):
-            reason = "last candidate"
-        else:
-            next_key, next_group = ordered[i + 1]
-            if hierarchy == "Namespace" and next_group.namespace != group.namespace:
-                reason = f"namespace {group.namespace} is the most over its allowance"
-            else:
-                reason = next(
-                    rule.why(group, next_group)
-                    for rule, a, b in zip(rules, key, next_key, strict=True)
-                    if a != b
-                )
-        result.append(Ranked(i + 1, group, reason))
-    return result
+    last = len(ordered) - 1
+    return [
+        Ranked(i + 1, group, partial(
+            _reason, rules, hierarchy, (key, group), ordered[i + 1] if i < last else None
+        ))
+        for i, (key, group) in enumerate(ordered)
+    ]
+
+
+def _reason(
+    rules: tuple[Rule, ...],
+    hierarchy: str,
+    this: tuple[tuple[Any, ...], Group],
+    after: tuple[tuple[Any, ...], Group] | None,
+) -> str:
+    """Why `this` stands just above `after`: the first rule that tells them apart."""
+    if after is None:
+        return "last candidate"
+    (key, group), (next_key, next_group) = this, after
+    if hierarchy == "Namespace" and next_group.namespace != group.namespace:
+        return f"namespace {group.namespace} is the most over its allowance"
+    return next(
+        rule.why(group, next_group)
+        for rule, a, b in zip(rules, key, next_key, strict=True)
+        if a != b
+    )

@@ -33,7 +33,8 @@ def in_flight(
     """A victim still present is still releasing memory: it bars a new victim until it is
     gone, or until the cooldown passed and pressure is still Hard. Dry runs and failed
     decisions never bar anything."""
-    pods: dict[str, str] = {}
+    # Ties are broken on (start, name), newest wins, so input order never matters.
+    pods: dict[str, tuple[datetime, str]] = {}
     blocking: tuple[datetime, str] | None = None
     for decision in decisions:
         spec, status = decision.spec, decision.status
@@ -44,14 +45,15 @@ def in_flight(
         chosen = [p.uid for v in spec.victims for p in v.pods if p.uid in present]
         if not chosen:
             continue
-        for uid in chosen:
-            pods[uid] = decision.metadata.name
         started = (status.start_time if status else None) or decision.metadata.creation_timestamp
-        started = started or now
-        cooled = (now - started).total_seconds() >= cooldown_seconds
-        if not (cooled and pressure == "Hard") and (blocking is None or started > blocking[0]):
-            blocking = (started, decision.metadata.name)
-    return InFlight(pods, blocking[1] if blocking else None)
+        mark = (started or now, decision.metadata.name)
+        for uid in chosen:
+            if uid not in pods or mark > pods[uid]:
+                pods[uid] = mark
+        cooled = (now - mark[0]).total_seconds() >= cooldown_seconds
+        if not (cooled and pressure == "Hard") and (blocking is None or mark > blocking):
+            blocking = mark
+    return InFlight({uid: mark[1] for uid, mark in pods.items()}, blocking[1] if blocking else None)
 
 
 def take_victims(ranking: Sequence[Ranked], need_bytes: int) -> list[Ranked]:

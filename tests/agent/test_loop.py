@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from builders import Gi, Mi, pod, policy
-
 from oomguard.agent.loop import Agent, KillResult, NodeSample, Sampling
 from oomguard.api import MemoryUsage, NodeMemory, OOMDecision, PodMemory
 from oomguard.manifests import Inputs
+
+from builders import Gi, Mi, pod, policy
 
 
 @dataclass

@@ -8,7 +8,7 @@ serves the standalone mode, the in-cluster agent and tests.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -123,20 +123,11 @@ class Agent:
         self._last = (mono, available)
 
     def _snapshot(self, sample: NodeSample) -> Snapshot:
-        pods = self.view.pods
-        if self.standalone:
-            # Without an API server, a pod is on this node if its cgroup is here.
-            here = {p.uid for p in sample.pods}
-            pods = [
-                replace(p, node_name=self.node, phase="Running" if p.phase == "Unknown" else p.phase)
-                if p.uid in here else p
-                for p in pods
-            ]
         return Snapshot(
             node=self.node,
             memory=sample.memory,
             usage=sample.pods,
-            pods=pods,
+            pods=self.view.pods,
             now=self.clock.now(),
             node_labels=self.view.nodes.get(self.node, {}),
             namespaces=self.view.namespaces,

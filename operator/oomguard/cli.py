@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from oomguard import __version__
+from oomguard.agent import standalone
 from oomguard.engine import decide
-from oomguard.manifests import load_files
+from oomguard.manifests import Inputs, load_files
 from oomguard.render import outcome_json, outcome_table
 
 EXIT_INVALID_INPUT = 2
@@ -23,13 +25,8 @@ def _fail(message: str) -> int:
 
 def rank(args: argparse.Namespace) -> int:
     """Offline ranking of one node from YAML files: who would be killed, and why."""
-    inputs = load_files(args.files)
-    for warning in inputs.warnings:
-        print(f"oomguard: warning: {warning}", file=sys.stderr)
-    if inputs.errors:
-        print(f"oomguard: invalid input ({len(inputs.errors)} errors):", file=sys.stderr)
-        for error in inputs.errors:
-            print(f"  {error}", file=sys.stderr)
+    inputs = _load(args.files)
+    if inputs is None:
         return EXIT_INVALID_INPUT
     node = args.node
     if node is None:
@@ -50,6 +47,37 @@ def rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(files: list[Path]) -> Inputs | None:
+    """Read the files; print warnings, and every error, and return None on errors."""
+    inputs = load_files(files)
+    for warning in inputs.warnings:
+        print(f"oomguard: warning: {warning}", file=sys.stderr)
+    if inputs.errors:
+        print(f"oomguard: invalid input ({len(inputs.errors)} errors):", file=sys.stderr)
+        for error in inputs.errors:
+            print(f"  {error}", file=sys.stderr)
+        return None
+    return inputs
+
+
+def agent(args: argparse.Namespace) -> int:
+    """Protect this node: sample memory, decide, kill whole pods before the kernel would."""
+    if not args.standalone:
+        return _fail("the in-cluster agent is not built yet; use --standalone")
+    if args.cgroup_root is None:
+        return _fail("--standalone needs --cgroup-root DIR")
+    if not (args.cgroup_root / "kubepods").is_dir() and not (
+        args.cgroup_root / "kubepods.slice"
+    ).is_dir():
+        return _fail(f"{args.cgroup_root} holds no kubepods or kubepods.slice cgroup")
+    inputs = _load(args.files)
+    if inputs is None:
+        return EXIT_INVALID_INPUT
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return standalone.run(args.cgroup_root, inputs, sys.stdout, node=args.node)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="oomguard",
@@ -65,6 +93,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--node", help="node to rank (default: the only NodeMemoryReport's node)")
     p.add_argument("-o", "--output", choices=("json", "table"), default="table")
     p.set_defaults(run=rank)
+
+    p = commands.add_parser("agent", help=agent.__doc__, description=agent.__doc__)
+    p.add_argument("--standalone", action="store_true",
+                   help="no Kubernetes: policies and pods from files, decisions on stdout")
+    p.add_argument("--cgroup-root", type=Path,
+                   help="directory holding the kubelet's kubepods (or kubepods.slice) cgroup")
+    p.add_argument("-f", "--filename", dest="files", type=Path, action="append", default=[],
+                   help="YAML file of OOMPolicy, OOMPriority, Pod and Namespace objects")
+    p.add_argument("--node", help="node name for decisions (default: the host name)")
+    p.set_defaults(run=agent)
     return top
 
 

@@ -24,6 +24,8 @@ KillOutcome = Literal["Killed", "AlreadyGone", "Refused", "Failed"]
 class NodeSample:
     memory: NodeMemory
     pods: list[PodMemory]
+    unmeasured: tuple[str, ...] = ()
+    """UIDs of pod cgroups present but unreadable this time: not gone."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class Agent:
         sample = self.reader.read()
         mono = self.clock.monotonic()
         self._observe_rate(mono, sample.memory.available_bytes)
-        present = {p.uid for p in sample.pods}
+        present = {p.uid for p in sample.pods}.union(sample.unmeasured)
         self.decisions = [d for d in self.decisions if _any_present(d, present)]
         outcome = decide(self._snapshot(sample))
         if outcome.pressure == "None":
@@ -135,6 +137,7 @@ class Agent:
             policies=self.view.policies,
             priorities=self.view.priorities,
             decisions=self.decisions,
+            unmeasured=sample.unmeasured,
         )
 
     def _dry_run(self, outcome: Outcome, mono: float) -> OOMDecision | None:

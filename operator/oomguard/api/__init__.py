@@ -16,10 +16,12 @@ from oomguard.api.policy import DEFAULT_POLICY, Action, OOMPolicy, OOMPolicySpec
 from oomguard.api.priority import OOMPriority, OOMPrioritySpec, Preference
 from oomguard.api.quantity import parse_quantity, resolve_amount
 from oomguard.api.report import (
+    ContainerMemory,
     MemoryUsage,
     NodeMemory,
     NodeMemoryReport,
     NodeMemoryReportStatus,
+    NodePSI,
     PodMemory,
 )
 
@@ -30,11 +32,13 @@ __all__ = [
     "TERMINAL_PHASES",
     "VERSION",
     "Action",
+    "ContainerMemory",
     "LabelSelector",
     "MemoryUsage",
     "NodeMemory",
     "NodeMemoryReport",
     "NodeMemoryReportStatus",
+    "NodePSI",
     "OOMDecision",
     "OOMDecisionSpec",
     "OOMDecisionStatus",

@@ -20,7 +20,7 @@ def decide(snapshot: Snapshot) -> Outcome:
     assessment = assess(s.memory, policy)
     usage = {p.uid: p.usage.unreclaimable_bytes for p in s.usage}
     flight = in_flight(
-        s.decisions, s.node, present=usage, pressure=assessment.pressure,
+        s.decisions, s.node, present=usage.keys() | set(s.unmeasured), pressure=assessment.pressure,
         cooldown_seconds=spec.cooldown_seconds, now=s.now,
     )
     ctx = Context(s.node, frozenset(spec.protected_namespaces), flight.pods)

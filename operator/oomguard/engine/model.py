@@ -6,7 +6,7 @@ hot path, ranking, touches each pod only a few times.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -81,6 +81,8 @@ class Snapshot:
     policies: Sequence[OOMPolicy] = ()
     priorities: Sequence[OOMPriority] = ()
     decisions: Sequence[OOMDecision] = ()
+    unmeasured: Collection[str] = ()
+    """Pod cgroups present on the node whose usage could not be read this time."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,101 @@
+"""The agent's ports on a real Linux host: cgroup files, SIGKILL, the system clocks, and
+waiting that wakes early on memory stalls."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from oomguard import cgroups
+from oomguard.agent.loop import KillOutcome, KillResult, NodeSample
+
+_OUTCOMES: dict[str, KillOutcome] = {
+    "killed": "Killed", "already_gone": "AlreadyGone", "refused": "Refused", "failed": "Failed",
+}
+
+
+class CgroupReader:
+    """Samples the node whose kubelet cgroups live under `root`."""
+
+    def __init__(self, root: Path, *, proc_root: Path = Path("/proc"),
+                 containers: bool = False) -> None:
+        self.root, self.proc_root, self.containers = root, proc_root, containers
+
+    def read(self) -> NodeSample:
+        snap = cgroups.read_snapshot(self.root, proc_root=self.proc_root,
+                                     containers=self.containers)
+        return NodeSample(snap.node, list(snap.pods), unmeasured=snap.skipped)
+
+
+class CgroupKiller:
+    """Kills pods by UID; the cgroup layer finds the path and refuses anything that is not
+    a kubelet pod cgroup under `root`."""
+
+    def __init__(self, root: Path, *, timeout: float = 5.0) -> None:
+        self.root, self.timeout = root, timeout
+
+    def kill(self, uid: str) -> KillResult:
+        result = cgroups.kill_pod(self.root, uid, timeout=self.timeout)
+        return KillResult(
+            outcome=_OUTCOMES[result.outcome],
+            message=result.error,
+            reclaimed_bytes=result.released_bytes or 0,
+            duration_seconds=result.duration_seconds,
+        )
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class Waiter:
+    """Waits for the next sample, waking early when the kernel reports a memory stall
+    (a PSI trigger: 50ms of stall within 1s) or a signal arrives."""
+
+    STALL_TRIGGER = b"some 50000 1000000"
+
+    def __init__(self, psi_path: Path | None = Path("/proc/pressure/memory")) -> None:
+        self._poll = select.poll()
+        self._psi_fd: int | None = None
+        if psi_path is not None:
+            try:
+                fd = os.open(psi_path, os.O_RDWR | os.O_NONBLOCK)
+                os.write(fd, self.STALL_TRIGGER)
+            except OSError:
+                pass  # no PSI triggers here: the sampling interval alone paces the loop
+            else:
+                self._psi_fd = fd
+                self._poll.register(fd, select.POLLPRI)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poll.register(self._wake_r, select.POLLIN)
+
+    @property
+    def psi_trigger(self) -> bool:
+        return self._psi_fd is not None
+
+    def wake_on_signals(self) -> None:
+        """Let any signal with a Python handler end the current wait at once."""
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+    def wait(self, seconds: float) -> None:
+        for fd, _ in self._poll.poll(seconds * 1000):
+            if fd == self._wake_r:
+                while True:
+                    try:
+                        if not os.read(self._wake_r, 512):
+                            break
+                    except BlockingIOError:
+                        break
+
+    def close(self) -> None:
+        for fd in (self._psi_fd, self._wake_r, self._wake_w):
+            if fd is not None:
+                os.close(fd)

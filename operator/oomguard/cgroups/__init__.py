@@ -1,0 +1,36 @@
+"""The cgroup layer: find kubelet pod cgroups, sample node and pod memory, kill a pod.
+
+    discover_pods(root) -> list[PodCgroup]
+    read_snapshot(root, *, proc_root=Path("/proc"), pods=None, containers=True) -> NodeSnapshot
+    kill_pod(root, uid, *, timeout=5.0, freezer_root=FREEZER_ROOT) -> KillResult
+
+`root` is the directory holding `kubepods` or `kubepods.slice`: a cgroup v1 memory
+hierarchy, a cgroup v2 mount, a cgroup inside either, or a fixture tree. Formulas and
+choices are in docs/cgroups.md.
+"""
+
+from oomguard.cgroups.discovery import (
+    ContainerCgroup,
+    PodCgroup,
+    cgroup_version,
+    discover_pods,
+    pod_cgroup_path,
+)
+from oomguard.cgroups.kill import FREEZER_ROOT, KillResult, kill_pod
+from oomguard.cgroups.node import NodeSignalError
+from oomguard.cgroups.snapshot import NodeSnapshot, ScanErrors, read_snapshot
+
+__all__ = [
+    "FREEZER_ROOT",
+    "ContainerCgroup",
+    "KillResult",
+    "NodeSignalError",
+    "NodeSnapshot",
+    "PodCgroup",
+    "ScanErrors",
+    "cgroup_version",
+    "discover_pods",
+    "kill_pod",
+    "pod_cgroup_path",
+    "read_snapshot",
+]

@@ -1,0 +1,341 @@
+"""Killing every process of one pod cgroup subtree, and nothing else.
+
+The caller names a pod by UID only; its cgroup comes from discovery under the root's
+kubepods tree and must sit on a real cgroup filesystem, so no input can aim the kill
+elsewhere. Methods, best first:
+
+- `cgroup.kill` (cgroup v2, Linux 5.14+): the kernel kills the subtree atomically,
+  including tasks forked meanwhile; we wait until it is empty.
+- `freeze`: freeze the pod (v2 `cgroup.freeze`, or the v1 freezer cgroup at the same path
+  under the freezer mount), SIGKILL every process in the subtree, thaw, repeat until empty.
+  A frozen cgroup cannot fork, so each round sees every process.
+- `sigkill` (v1 without a freezer cgroup): SIGKILL every process, repeat until empty; a
+  process forked between a listing and its signal is caught by the next round.
+
+Each PID is pinned with a pidfd and signalled only if it is still in the subtree after it
+was pinned, so a PID reused by a process outside the pod is never signalled.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from oomguard.cgroups.discovery import (
+    CgroupVersion,
+    cgroup_version,
+    kubepods_dirs,
+    pod_cgroup_path,
+)
+from oomguard.cgroups.files import CgroupReadError
+from oomguard.cgroups.usage import read_charge
+
+log = logging.getLogger(__name__)
+
+KillOutcome = Literal["killed", "already_gone", "refused", "failed"]
+KillMethod = Literal["cgroup.kill", "freeze", "sigkill"]
+
+FREEZER_ROOT = Path("/sys/fs/cgroup/freezer")
+_CGROUP_FS_TYPES = ("cgroup", "cgroup2")
+_FREEZE_WAIT = 0.25  # seconds to wait for a freezer to settle before killing anyway
+_ROUND_WAIT = 0.02  # seconds to let signalled processes exit before the next round
+
+
+@dataclass(frozen=True)
+class KillResult:
+    """What a kill did. `memory_after_bytes` is 0 once the cgroup itself is gone."""
+
+    uid: str
+    outcome: KillOutcome
+    method: KillMethod | None
+    path: Path | None
+    pids_killed: tuple[int, ...]
+    duration_seconds: float
+    memory_before_bytes: int | None
+    memory_after_bytes: int | None
+    error: str = ""
+
+    @property
+    def success(self) -> bool:
+        """The pod has no process left (or never had a cgroup here)."""
+        return self.outcome in ("killed", "already_gone")
+
+    @property
+    def released_bytes(self) -> int | None:
+        """Memory charge released by the kill, when it was measured."""
+        if self.memory_before_bytes is None or self.memory_after_bytes is None:
+            return None
+        return max(0, self.memory_before_bytes - self.memory_after_bytes)
+
+
+def kill_pod(
+    root: Path, uid: str, *, timeout: float = 5.0, freezer_root: Path = FREEZER_ROOT
+) -> KillResult:
+    """Kill every process in the cgroup subtree of the pod with this UID under `root`,
+    and verify the subtree is empty. Never raises for a pod that is or becomes gone."""
+    start = time.monotonic()
+
+    def untouched(outcome: KillOutcome, path: Path | None, error: str) -> KillResult:
+        elapsed = time.monotonic() - start
+        return KillResult(uid, outcome, None, path, (), elapsed, None, None, error)
+
+    path = pod_cgroup_path(root, uid)
+    if path is None:
+        return untouched("already_gone", None, f"no pod cgroup for {uid} under {root}")
+    try:
+        refusal = _refusal(root, path)
+    except FileNotFoundError:
+        return untouched("already_gone", path, "")
+    if refusal:
+        return untouched("refused", path, refusal)
+
+    version = cgroup_version(root) or cgroup_version(path)
+    before = _charge(path, version)
+    killer = _Killer(path, start + timeout)
+    method: KillMethod | None = None
+    error = ""
+    try:
+        method, freezer = _plan(path, version, freezer_root)
+        emptied = _execute(killer, method, freezer)
+    except OSError as exc:
+        emptied = False
+        error = f"{path}: {exc}"
+    gone = not path.is_dir()
+    if gone and not killer.killed:
+        outcome: KillOutcome = "already_gone"
+    elif emptied or gone:
+        outcome, error = "killed", ""
+    else:
+        outcome = "failed"
+        error = error or f"processes left in {path} after {timeout}s"
+    return KillResult(
+        uid,
+        outcome,
+        method,
+        path,
+        killer.pids(),
+        time.monotonic() - start,
+        before,
+        0 if gone else _charge(path, version),
+        error,
+    )
+
+
+Freezer = tuple[Callable[[], None], Callable[[], None], Callable[[], bool]]
+"""(freeze, thaw, is_frozen) of one pod."""
+
+
+def _plan(
+    path: Path, version: CgroupVersion | None, freezer_root: Path
+) -> tuple[KillMethod, Freezer | None]:
+    if version == 2 and (path / "cgroup.kill").exists():
+        return "cgroup.kill", None
+    freezer = _freezer(path, version, freezer_root)
+    return ("sigkill", None) if freezer is None else ("freeze", freezer)
+
+
+def _execute(killer: _Killer, method: KillMethod, freezer: Freezer | None) -> bool:
+    """Run the kill; True once the subtree is empty."""
+    if method == "cgroup.kill":
+        killer.killed.update(_subtree_pids(killer.path))
+        _write(killer.path / "cgroup.kill", "1")
+        return killer.wait_empty(killer.deadline)
+    if freezer is None:
+        return killer.kill_rounds(lambda: None, lambda: None)
+    freeze, thaw, frozen = freezer
+    try:
+        return killer.kill_rounds(lambda: _freeze(killer, freeze, frozen), thaw)
+    finally:
+        try:
+            thaw()
+        except OSError as error:
+            log.debug("thawing %s: %s", killer.path, error)
+
+
+class _Killer:
+    """The kill rounds over one subtree, and the PIDs signalled so far."""
+
+    def __init__(self, path: Path, deadline: float) -> None:
+        self.path = path
+        self.deadline = deadline
+        self.killed: set[int] = set()
+
+    def pids(self) -> tuple[int, ...]:
+        return tuple(sorted(self.killed))
+
+    def kill_rounds(self, freeze: Callable[[], None], thaw: Callable[[], None]) -> bool:
+        """Freeze, SIGKILL everything, thaw, until the subtree is empty or time is up."""
+        while True:
+            freeze()
+            pids = _subtree_pids(self.path)
+            if not pids:
+                return True
+            if time.monotonic() >= self.deadline:
+                return False
+            self.signal(pids)
+            thaw()  # v1-frozen tasks die only once thawed
+            self.wait_empty(min(self.deadline, time.monotonic() + _ROUND_WAIT))
+
+    def signal(self, pids: set[int]) -> None:
+        """SIGKILL the processes that are still in the subtree once pinned by a pidfd."""
+        pinned = {pid: fd for pid in pids if (fd := _pidfd(pid)) is not None}
+        try:
+            members = _subtree_pids(self.path)
+            for pid, fd in pinned.items():
+                if pid in members and _send_sigkill(pid, fd):
+                    self.killed.add(pid)
+        finally:
+            for fd in pinned.values():
+                if fd >= 0:
+                    os.close(fd)
+
+    def wait_empty(self, until: float) -> bool:
+        return _wait_for(lambda: not _subtree_pids(self.path), until)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd pinning the process; -1 where the kernel has no pidfds; None if it is gone."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    except OSError as error:
+        if error.errno == errno.ENOSYS:
+            return -1
+        raise
+
+
+def _send_sigkill(pid: int, fd: int) -> bool:
+    try:
+        if fd >= 0:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _subtree_pids(path: Path) -> set[int]:
+    """PIDs in `cgroup.procs` of the cgroup and all its descendants. Cgroups that vanish
+    while being walked hold nothing."""
+    pids: set[int] = set()
+    for directory, _, _ in os.walk(path):
+        try:
+            with open(os.path.join(directory, "cgroup.procs"), "rb") as procs:
+                pids.update(int(pid) for pid in procs.read().split())
+        except OSError as error:
+            if error.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
+    return pids
+
+
+def _freezer(path: Path, version: CgroupVersion | None, freezer_root: Path) -> Freezer | None:
+    """(freeze, thaw, is_frozen) for the pod, if it has a freezer."""
+    if version == 2 and (path / "cgroup.freeze").exists():
+        state = path / "cgroup.freeze"
+        return (
+            lambda: _write(state, "1"),
+            lambda: _write(state, "0"),
+            lambda: "frozen 1" in _read(path / "cgroup.events").splitlines(),
+        )
+    if version == 1:
+        frozen_dir = _v1_freezer_dir(path, freezer_root)
+        if frozen_dir is not None:
+            state = frozen_dir / "freezer.state"
+            return (
+                lambda: _write(state, "FROZEN"),
+                lambda: _write(state, "THAWED"),
+                lambda: _read(state).strip() == "FROZEN",
+            )
+    return None
+
+
+def _freeze(killer: _Killer, freeze: Callable[[], None], frozen: Callable[[], bool]) -> None:
+    """Freeze and give it a moment to settle; a task stuck in the kernel may keep a cgroup
+    FREEZING, and is killed regardless."""
+    freeze()
+    _wait_for(frozen, min(killer.deadline, time.monotonic() + _FREEZE_WAIT))
+
+
+def _v1_freezer_dir(path: Path, freezer_root: Path) -> Path | None:
+    """The v1 freezer cgroup at the pod's path relative to its memory hierarchy's mount.
+    Kubelet creates the same path in every v1 hierarchy."""
+    resolved = path.resolve()
+    device = resolved.stat().st_dev
+    mount = resolved
+    while mount.parent != mount and mount.parent.stat().st_dev == device:
+        mount = mount.parent
+    candidate = freezer_root / resolved.relative_to(mount)
+    if (candidate / "freezer.state").is_file() and _on_cgroup_fs(candidate):
+        return candidate
+    return None
+
+
+def _refusal(root: Path, path: Path) -> str:
+    """Why `path` must not be killed, or "" if it is a pod cgroup in root's kubepods tree.
+    Raises FileNotFoundError if it is gone."""
+    resolved = path.resolve()
+    if not any(
+        resolved.is_relative_to(base.resolve()) and resolved != base.resolve()
+        for base in kubepods_dirs(root)
+    ):
+        return f"refusing {path}: not inside {root}'s kubepods tree"
+    if not _on_cgroup_fs(resolved):
+        return f"refusing {path}: not on a cgroup filesystem"
+    return ""
+
+
+def _on_cgroup_fs(path: Path) -> bool:
+    """Whether the file system holding `path` is cgroup or cgroup2, by its device number
+    in /proc/self/mountinfo. Raises FileNotFoundError if `path` is gone."""
+    device = path.stat().st_dev
+    try:
+        mountinfo = _read(Path("/proc/self/mountinfo"))
+    except OSError:
+        return False
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == wanted and "-" in fields:
+            return fields[fields.index("-") + 1] in _CGROUP_FS_TYPES
+    return False
+
+
+def _charge(path: Path, version: CgroupVersion | None) -> int | None:
+    if version is None:
+        return None
+    try:
+        return read_charge(path, version)
+    except CgroupReadError:
+        return None
+
+
+def _wait_for(condition: Callable[[], bool], until: float) -> bool:
+    """Poll with a short backoff until `condition` holds or `until` (monotonic) passes."""
+    delay = 0.001
+    while not condition():
+        now = time.monotonic()
+        if now >= until:
+            return False
+        time.sleep(min(delay, until - now))
+        delay = min(delay * 2, 0.05)
+    return True
+
+
+def _read(path: Path) -> str:
+    with open(path, encoding="ascii") as file:
+        return file.read()
+
+
+def _write(path: Path, text: str) -> None:
+    with open(path, "w", encoding="ascii") as file:
+        file.write(text)
+

@@ -23,7 +23,7 @@ pytest: $(BIN)/.installed
 	$(BIN)/pytest
 
 demo: $(BIN)/.installed
-	$(BIN)/oomguard rank -f examples/cluster.yaml -o table
+	$(BIN)/oomguard demo
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/engine.py

@@ -78,6 +78,13 @@ def agent(args: argparse.Namespace) -> int:
     return standalone.run(args.cgroup_root, inputs, sys.stdout, node=args.node)
 
 
+def demo(_args: argparse.Namespace) -> int:
+    """Show oomguard on a throw-away node built on real cgroups (needs root)."""
+    from oomguard import demo as demo_module  # noqa: PLC0415 - only this command needs it
+
+    return demo_module.run()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="oomguard",
@@ -103,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
                    help="YAML file of OOMPolicy, OOMPriority, Pod and Namespace objects")
     p.add_argument("--node", help="node name for decisions (default: the host name)")
     p.set_defaults(run=agent)
+
+    p = commands.add_parser("demo", help=demo.__doc__, description=demo.__doc__)
+    p.set_defaults(run=demo)
     return top
 
 

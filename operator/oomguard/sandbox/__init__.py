@@ -207,12 +207,16 @@ class SandboxNode:
         return int((self.root / "memory.usage_in_bytes").read_text())
 
     def kernel_oom_kills(self) -> int:
-        """Processes the kernel OOM killer killed in this node so far."""
-        for line in (self.root / "memory.oom_control").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-        return 0
+        """Processes the kernel OOM killer killed in this node so far. Cgroup v1 counts a
+        kill in the victim's own cgroup only, so the whole subtree is summed."""
+        kills = 0
+        for directory, _, _ in os.walk(self.root):
+            with contextlib.suppress(OSError):
+                for line in Path(directory, "memory.oom_control").read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        kills += int(value)
+        return kills
 
     def close(self) -> None:
         try:

@@ -65,6 +65,9 @@ def test_kills_the_chosen_group_and_records_the_outcome() -> None:
     assert (status.phase, status.reclaimed_bytes) == ("Completed", 3 * Gi)
     assert [v.outcome for v in status.victims] == ["Killed"]
     assert step.decision.spec.action == "Kill"  # KillAndEvict/Evict mean Kill standalone
+    assert [(c.type, c.reason) for c in status.conditions] == [("ActionSubstituted",
+                                                                "Standalone")]
+    assert "Evict acts as Kill" in status.conditions[0].message
     assert emitted == [step.decision]
 
 

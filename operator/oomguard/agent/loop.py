@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from oomguard.api import NodeMemory, OOMDecision, PodMemory, VictimStatus
+from oomguard.api.meta import Condition
 from oomguard.decisions import decision_from_outcome
 from oomguard.engine import Outcome, Snapshot, decide
 from oomguard.manifests import Inputs
@@ -154,38 +155,43 @@ class Agent:
         """Kill every victim pod on this node; the decision records each outcome."""
         start = self.clock.monotonic()
         decision = decision_from_outcome(outcome, decided_by="agent", at=self.clock.now())
-        if self.standalone and decision.spec.action != "Kill":
-            decision = decision.model_copy(update={
-                "spec": decision.spec.model_copy(update={"action": "Kill"})})
-        self.decisions.append(decision)
-        assert decision.status is not None
-        statuses = []
-        for status in decision.status.victims:
-            pod_node = next(
-                (p.node_name for v in decision.spec.victims for p in v.pods if p.uid == status.uid),
-                "",
-            )
-            if pod_node and pod_node != self.node:
-                statuses.append(status)  # another node's agent acts on it
-                continue
-            result = self.killer.kill(status.uid)
-            statuses.append(status.model_copy(update={
-                "outcome": result.outcome,
-                "message": result.message,
-                "reclaimed_bytes": result.reclaimed_bytes,
-                "duration_seconds": result.duration_seconds,
-            }))
-        done = _finished(statuses)
-        decision = decision.model_copy(update={"status": decision.status.model_copy(update={
-            "phase": done,
-            "victims": statuses,
-            "reclaimed_bytes": sum(s.reclaimed_bytes for s in statuses),
+        spec, status = decision.spec, decision.status
+        assert status is not None
+        if self.standalone and spec.action != "Kill":
+            status = status.model_copy(update={"conditions": [_substituted(spec.action)]})
+            spec = spec.model_copy(update={"action": "Kill"})
+        self.decisions.append(decision.model_copy(update={"spec": spec, "status": status}))
+        node_of = {p.uid: p.node_name for v in spec.victims for p in v.pods}
+        victims = [  # pods on other nodes are left to their own agents
+            self._kill(v) if node_of[v.uid] in ("", self.node) else v for v in status.victims
+        ]
+        status = status.model_copy(update={
+            "phase": _finished(victims),
+            "victims": victims,
+            "reclaimed_bytes": sum(v.reclaimed_bytes for v in victims),
             "completion_time": self.clock.now(),
             "duration_seconds": self.clock.monotonic() - start,
-        })})
+        })
+        decision = decision.model_copy(update={"spec": spec, "status": status})
         self.decisions[-1] = decision
         self.emit(decision)
         return decision
+
+    def _kill(self, victim: VictimStatus) -> VictimStatus:
+        result = self.killer.kill(victim.uid)
+        return victim.model_copy(update={
+            "outcome": result.outcome,
+            "message": result.message,
+            "reclaimed_bytes": result.reclaimed_bytes,
+            "duration_seconds": result.duration_seconds,
+        })
+
+
+def _substituted(action: str) -> Condition:
+    return Condition(
+        type="ActionSubstituted", status="True", reason="Standalone",
+        message=f"the policy's {action} acts as Kill: there is no API server to evict through",
+    )
 
 
 def _finished(statuses: list[VictimStatus]) -> Literal["Completed", "Failed"]:

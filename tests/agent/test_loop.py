@@ -22,11 +22,16 @@ class TableNode:
     usage: dict[str, int]
     unkillable: set[str] = field(default_factory=set)
     kills: list[str] = field(default_factory=list)
+    full_reads: int = 0
     t: float = 0.0
 
+    def read_node(self) -> NodeMemory:
+        return NodeMemory(capacity_bytes=16 * Gi, available_bytes=self.available)
+
     def read(self) -> NodeSample:
+        self.full_reads += 1
         return NodeSample(
-            NodeMemory(capacity_bytes=16 * Gi, available_bytes=self.available),
+            self.read_node(),
             [PodMemory(uid=u, usage=MemoryUsage(anon_bytes=b)) for u, b in self.usage.items()],
         )
 
@@ -128,3 +133,14 @@ def test_sampling_tightens_as_headroom_shrinks_and_with_fast_allocation() -> Non
     assert s.interval(256 * Mi, 0.0) == 0.25
     assert s.interval(0, 0.0) == 0.02
     assert s.interval(256 * Mi, 4.0 * Gi) == 256 * Mi / (8.0 * Gi)
+
+
+def test_at_rest_only_the_node_is_read() -> None:
+    a = pod("a")
+    node = TableNode(available=8 * Gi, usage={a.uid: 3 * Gi})
+    agent, _ = _agent(node, [a])
+    step = agent.step()
+    assert (step.assessment.pressure, step.outcome, node.full_reads) == ("None", None, 0)
+    node.available = 1 * Gi  # pressure: the same step reads every pod and decides
+    step = agent.step()
+    assert node.full_reads == 1 and step.outcome is not None and step.decision is not None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from oomguard import cgroups
 from oomguard.agent.loop import KillOutcome, KillResult, NodeSample
+from oomguard.api import NodeMemory
 
 _OUTCOMES: dict[str, KillOutcome] = {
     "killed": "Killed", "already_gone": "AlreadyGone", "refused": "Refused", "failed": "Failed",
@@ -24,6 +25,10 @@ class CgroupReader:
     def __init__(self, root: Path, *, proc_root: Path = Path("/proc"),
                  containers: bool = False) -> None:
         self.root, self.proc_root, self.containers = root, proc_root, containers
+        self.version = cgroups.cgroup_version(root)
+
+    def read_node(self) -> NodeMemory:
+        return cgroups.read_node_memory(self.root, self.version, self.proc_root)[0]
 
     def read(self) -> NodeSample:
         snap = cgroups.read_snapshot(self.root, proc_root=self.proc_root,

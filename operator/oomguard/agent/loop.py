@@ -16,6 +16,7 @@ from oomguard.api import NodeMemory, OOMDecision, PodMemory, VictimStatus
 from oomguard.api.meta import Condition
 from oomguard.decisions import decision_from_outcome
 from oomguard.engine import Outcome, Snapshot, decide
+from oomguard.engine.pressure import Assessment, assess, select_policy
 from oomguard.manifests import Inputs
 
 KillOutcome = Literal["Killed", "AlreadyGone", "Refused", "Failed"]
@@ -38,7 +39,13 @@ class KillResult:
 
 
 class NodeReader(Protocol):
-    def read(self) -> NodeSample: ...
+    def read_node(self) -> NodeMemory:
+        """The node's signals alone: cheap enough to read at every sample."""
+        ...
+
+    def read(self) -> NodeSample:
+        """The node and every pod."""
+        ...
 
 
 class PodKiller(Protocol):
@@ -56,8 +63,10 @@ class Clock(Protocol):
 class Step:
     """What one pass of the loop saw and did."""
 
-    sample: NodeSample
-    outcome: Outcome
+    memory: NodeMemory
+    assessment: Assessment
+    outcome: Outcome | None = None
+    """None on a quiet step: no pressure and nothing in flight, so no pod was read."""
     decision: OOMDecision | None = None
     pressure_since: float | None = None
     """Monotonic time of the first sample of the current pressure episode."""
@@ -99,8 +108,17 @@ class Agent:
     _last_dry_run: tuple[tuple[str, ...], float] | None = None
 
     def step(self) -> Step:
-        sample = self.reader.read()
+        """Read the node; only under pressure, or with a victim in flight, read every pod
+        and decide. At rest a sample costs a few file reads instead of a few per pod."""
         mono = self.clock.monotonic()
+        memory = self.reader.read_node()
+        policy = select_policy(self.view.policies, self.node, self.view.nodes.get(self.node, {}))
+        assessment = assess(memory, policy)
+        if assessment.pressure == "None" and not self.decisions:
+            self._observe_rate(mono, memory.available_bytes)
+            self._pressure_since = None
+            return Step(memory, assessment)
+        sample = self.reader.read()
         self._observe_rate(mono, sample.memory.available_bytes)
         present = {p.uid for p in sample.pods}.union(sample.unmeasured)
         self.decisions = [d for d in self.decisions if _any_present(d, present)]
@@ -114,10 +132,11 @@ class Agent:
             decision = self._execute(outcome)
         elif outcome.victims:
             decision = self._dry_run(outcome, mono)
-        return Step(sample, outcome, decision, self._pressure_since)
+        return Step(sample.memory, assess(sample.memory, policy), outcome, decision,
+                    self._pressure_since)
 
     def next_interval(self, step: Step) -> float:
-        headroom = step.sample.memory.available_bytes - step.outcome.soft_threshold_bytes
+        headroom = step.memory.available_bytes - step.assessment.soft_bytes
         return self.sampling.interval(max(headroom, 0), self._rate)
 
     def _observe_rate(self, mono: float, available: int) -> None:

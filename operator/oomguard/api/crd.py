@@ -74,7 +74,6 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         Column("Capacity", ".status.node.capacityBytes", "integer"),
         Column("Available", ".status.node.availableBytes", "integer"),
         Column("PSI-Full", ".status.node.psi.fullAvg10", "number"),
-        Column("Pods", ".status.pods[*].uid", priority=1),
         Column("Observed", ".status.observedTime", "date"),
         Column("Agent", ".status.agentVersion", priority=1),
     )),

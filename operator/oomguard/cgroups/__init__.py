@@ -2,6 +2,7 @@
 
     discover_pods(root) -> list[PodCgroup]
     read_snapshot(root, *, proc_root=Path("/proc"), pods=None, containers=True) -> NodeSnapshot
+    read_node_memory(root, version, proc_root) -> (NodeMemory, notes)   node signals only
     kill_pod(root, uid, *, timeout=5.0, freezer_root=FREEZER_ROOT) -> KillResult
 
 `root` is the directory holding `kubepods` or `kubepods.slice`: a cgroup v1 memory
@@ -17,7 +18,7 @@ from oomguard.cgroups.discovery import (
     pod_cgroup_path,
 )
 from oomguard.cgroups.kill import FREEZER_ROOT, KillResult, kill_pod
-from oomguard.cgroups.node import NodeSignalError
+from oomguard.cgroups.node import NodeSignalError, read_node_memory
 from oomguard.cgroups.snapshot import NodeSnapshot, ScanErrors, read_snapshot
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "discover_pods",
     "kill_pod",
     "pod_cgroup_path",
+    "read_node_memory",
     "read_snapshot",
 ]

@@ -66,7 +66,7 @@ def read_snapshot(
     skips: Counter[SkipReason] = Counter()
     read: list[PodMemory] = []
     skipped: list[str] = []
-    for pod in discover_pods(root) if pods is None else pods:
+    for pod in discover_pods(root, containers=containers) if pods is None else pods:
         memory = _read_pod(pod, skips, containers=containers)
         if memory is None:
             skipped.append(pod.uid)

@@ -1,0 +1,17 @@
+"""Test support for end-to-end tests: a Kubernetes API emulator served over HTTP (kmock,
+extended), a real kubectl, and a real kopf operator running against it.
+See docs/emulator.md."""
+
+from .emulator import ApiCall, ClusterEmulator, running_emulator
+from .kopf_runner import running_operator
+from .kubectl import Kubectl, KubectlResult, kubectl_binary
+
+__all__ = [
+    "ApiCall",
+    "ClusterEmulator",
+    "Kubectl",
+    "KubectlResult",
+    "kubectl_binary",
+    "running_emulator",
+    "running_operator",
+]

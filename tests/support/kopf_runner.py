@@ -1,0 +1,59 @@
+"""Run a real kopf operator against the emulator, inside the test process.
+
+kopf runs in a thread with an event loop of its own. On the test's loop it would share the
+loop with the emulator's server, and `kopf.operator()` treats every task created on its
+loop after it started as its own: on exit it waits up to 5 s for them and cancels them,
+the server's connection handlers included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kopf
+
+
+@contextlib.asynccontextmanager
+async def running_operator(server_url: str, registry: kopf.OperatorRegistry, *,
+                           token: str = "operator",
+                           settings: kopf.OperatorSettings | None = None,
+                           timeout: float = 10.0) -> AsyncIterator[None]:
+    """Run the handlers of `registry` cluster-wide against `server_url` until the block
+    ends; the block starts once kopf is ready. Adds a login handler to `registry` (so use
+    a registry per test); its bearer token `token` marks the operator's calls."""
+
+    @kopf.on.login(registry=registry, id="emulator")
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=server_url, scheme="Bearer", token=token)
+
+    stop, ready = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(kopf.operator(registry=registry, settings=settings, clusterwide=True,
+                                      standalone=True, stop_flag=stop, ready_flag=ready))
+        except BaseException as e:  # handed to the test below
+            failures.append(e)
+        finally:
+            ready.set()  # never leave the test waiting for an operator that died
+
+    thread = threading.Thread(target=run, name="kopf-operator", daemon=True)
+    thread.start()
+    try:
+        if not await asyncio.to_thread(ready.wait, timeout):
+            raise TimeoutError(f"kopf was not ready within {timeout}s")
+        if failures:
+            raise failures[0]
+        yield
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"kopf did not stop within {timeout}s")
+    if failures:
+        raise failures[0]

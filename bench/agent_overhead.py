@@ -245,15 +245,16 @@ def sample_cost(agent: Agent, root: Path, runs: int) -> dict[str, Any]:
     from oomguard.engine import decide  # noqa: PLC0415
 
     step = agent.step()
-    discovered = cgroups.discover_pods(root)
+    discovered = cgroups.discover_pods(root, containers=False)
     sample = agent.reader.read()
     snapshot = agent._snapshot(sample)  # the engine input the loop builds
     return {
         "interval_s": agent.next_interval(step),
-        "pressure": step.outcome.pressure,
-        "pods_read": len(step.sample.pods),
+        "pressure": step.assessment.pressure,
+        "pods_read_at_rest": 0 if step.outcome is None else len(sample.pods),
         "step": timed(agent.step, runs),
-        "discovery": timed(lambda: cgroups.discover_pods(root), runs),
+        # What a step under pressure adds: every pod read, and the engine.
+        "discovery": timed(lambda: cgroups.discover_pods(root, containers=False), runs),
         "read_files": timed(
             lambda: cgroups.read_snapshot(root, pods=discovered, containers=False), runs),
         "decide": timed(lambda: decide(snapshot), runs),

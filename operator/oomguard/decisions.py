@@ -18,6 +18,8 @@ from oomguard.api import (
 from oomguard.api.meta import ObjectMeta
 from oomguard.engine import Outcome, Pod
 
+NODE_LABEL = "oomguard.io/node"
+"""Label naming a decision's node, so that each agent watches only its own decisions."""
 RANKING_SHOWN = 10
 """How much of the ranking a decision keeps: enough to see who would be next."""
 
@@ -56,7 +58,11 @@ def decision_from_outcome(
     ]
     dry_run = outcome.mode == "DryRun"
     return OOMDecision(
-        metadata=ObjectMeta(name=decision_name(outcome.node, at), creation_timestamp=at),
+        metadata=ObjectMeta(
+            name=decision_name(outcome.node, at),
+            labels={NODE_LABEL: outcome.node},
+            creation_timestamp=at,
+        ),
         spec=OOMDecisionSpec(
             node_name=outcome.node,
             policy=outcome.policy,

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from oomguard.api import VictimStatus
 from oomguard.engine import decide
 
 from builders import NOW, Gi, Mi, decision, pod, policy, priority, snapshot
@@ -107,3 +108,26 @@ def test_decisions_for_other_nodes_do_not_block() -> None:
     d = d.model_copy(update={"spec": d.spec.model_copy(update={"node_name": "node-b"})})
     outcome = decide(snapshot([(old, 2 * Gi)], decisions=[d]))
     assert outcome.blocked_by is None and _names(outcome) == ["default/old"]
+
+
+@pytest.mark.parametrize(("age_seconds", "excluded"), [(1, True), (15, False)],
+                         ids=["within-cooldown", "after-cooldown"])
+def test_pod_whose_eviction_was_refused_is_left_alone_for_the_cooldown(
+    age_seconds: int, excluded: bool
+) -> None:
+    """Under Soft pressure a disruption budget's 429 makes the next candidate the victim."""
+    guarded, other = pod("guarded"), pod("other")
+    refused = decision("d1", [guarded], phase="Failed",
+                       started=NOW - timedelta(seconds=age_seconds))
+    assert refused.status is not None
+    refused = refused.model_copy(update={"status": refused.status.model_copy(update={
+        "victims": [VictimStatus(namespace="default", name="guarded", uid=guarded.uid,
+                                 outcome="Refused", message="disruption budget")]})})
+    outcome = decide(snapshot([(guarded, 3 * Gi), (other, 2 * Gi)], decisions=[refused]))
+    reasons = {e.pod: e.reason for e in outcome.excluded}
+    if excluded:
+        assert reasons == {guarded.ref: "EvictionRefused"}
+        assert _names(outcome) == ["default/other"]
+    else:
+        assert reasons == {}
+        assert _names(outcome) == ["default/guarded"]

@@ -23,7 +23,7 @@ def decide(snapshot: Snapshot) -> Outcome:
         s.decisions, s.node, present=usage.keys() | set(s.unmeasured), pressure=assessment.pressure,
         cooldown_seconds=spec.cooldown_seconds, now=s.now,
     )
-    ctx = Context(s.node, frozenset(spec.protected_namespaces), flight.pods)
+    ctx = Context(s.node, frozenset(spec.protected_namespaces), flight.pods, flight.refused)
     resolution = resolve(s.pods, s.priorities, s.namespaces, policy)
     workloads = Workloads(s.owners)
 

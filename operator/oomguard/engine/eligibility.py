@@ -17,6 +17,8 @@ class Context:
     protected_namespaces: Collection[str]
     in_flight: dict[str, str]
     """UID of a pod already chosen by an earlier decision -> that decision's name."""
+    refused: dict[str, str]
+    """UID of a pod whose eviction was refused lately -> the decision that tried."""
 
 
 ExclusionRule = Callable[[Pod, Context], str | None]
@@ -55,6 +57,11 @@ def in_flight_victim(pod: Pod, ctx: Context) -> str | None:
     return f"victim of decision {decision}, still releasing memory" if decision else None
 
 
+def eviction_refused(pod: Pod, ctx: Context) -> str | None:
+    decision = ctx.refused.get(pod.uid)
+    return f"eviction refused (disruption budget) in decision {decision}" if decision else None
+
+
 EXCLUSION_RULES: tuple[tuple[str, ExclusionRule], ...] = (
     ("NotOnNode", not_on_node),
     ("NotRunning", not_running),
@@ -63,6 +70,7 @@ EXCLUSION_RULES: tuple[tuple[str, ExclusionRule], ...] = (
     ("SystemCritical", system_critical),
     ("ProtectedNamespace", protected_namespace),
     ("InFlightVictim", in_flight_victim),
+    ("EvictionRefused", eviction_refused),
 )
 NEVER = "Never"
 """Reason for pods of a group whose preference is Never: decided per group, not per pod."""
@@ -75,6 +83,7 @@ def exclusion(pod: Pod, ctx: Context) -> Exclusion | None:
         pod.node_name == ctx.node and pod.phase == "Running"
         and not (pod.terminating or pod.static or pod.critical)
         and pod.namespace not in ctx.protected_namespaces and pod.uid not in ctx.in_flight
+        and pod.uid not in ctx.refused
     ):
         return None  # the common case, in one test; the rules below name the reason
     for reason, rule in EXCLUSION_RULES:

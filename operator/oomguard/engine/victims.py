@@ -19,6 +19,8 @@ class InFlight:
     """Pod UID -> name of the decision that chose it."""
     blocking: str | None = None
     """Name of the newest decision that bars a new victim, if any does."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Pod UID -> decision whose eviction of it was refused within the cooldown."""
 
 
 def in_flight(
@@ -32,28 +34,40 @@ def in_flight(
 ) -> InFlight:
     """A victim still present is still releasing memory: it bars a new victim until it is
     gone, or until the cooldown passed and pressure is still Hard. Dry runs and failed
-    decisions never bar anything."""
+    decisions never bar anything. A pod whose eviction was refused (a disruption budget)
+    is left alone for the cooldown, so that the next candidate is taken."""
     # Ties are broken on (start, name), newest wins, so input order never matters.
     pods: dict[str, tuple[datetime, str]] = {}
+    refused: dict[str, tuple[datetime, str]] = {}
     blocking: tuple[datetime, str] | None = None
     for decision in decisions:
         spec, status = decision.spec, decision.status
         if spec.node_name != node or spec.mode == "DryRun":
             continue
+        started = (status.start_time if status else None) or decision.metadata.creation_timestamp
+        mark = (started or now, decision.metadata.name)
+        if status is not None and (now - mark[0]).total_seconds() < cooldown_seconds:
+            for victim in status.victims:
+                if victim.outcome == "Refused" and (
+                    victim.uid not in refused or mark > refused[victim.uid]
+                ):
+                    refused[victim.uid] = mark
         if status is not None and status.phase in ("Failed", "DryRun"):
             continue
         chosen = [p.uid for v in spec.victims for p in v.pods if p.uid in present]
         if not chosen:
             continue
-        started = (status.start_time if status else None) or decision.metadata.creation_timestamp
-        mark = (started or now, decision.metadata.name)
         for uid in chosen:
             if uid not in pods or mark > pods[uid]:
                 pods[uid] = mark
         cooled = (now - mark[0]).total_seconds() >= cooldown_seconds
         if not (cooled and pressure == "Hard") and (blocking is None or mark > blocking):
             blocking = mark
-    return InFlight({uid: mark[1] for uid, mark in pods.items()}, blocking[1] if blocking else None)
+    return InFlight(
+        {uid: mark[1] for uid, mark in pods.items()},
+        blocking[1] if blocking else None,
+        {uid: mark[1] for uid, mark in refused.items()},
+    )
 
 
 def take_victims(ranking: Sequence[Ranked], need_bytes: int) -> list[Ranked]:

@@ -78,6 +78,16 @@ def agent(args: argparse.Namespace) -> int:
     return standalone.run(args.cgroup_root, inputs, sys.stdout, node=args.node)
 
 
+def operator(args: argparse.Namespace) -> int:
+    """Run the operator: decide for pressured nodes, record decisions, evict, post events."""
+    from oomguard import controller  # noqa: PLC0415 - kopf loads only for this command
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    controller.run(server=args.server, peering=args.peering, liveness=args.liveness)
+    return 0
+
+
 def demo(_args: argparse.Namespace) -> int:
     """Show oomguard on a throw-away node built on real cgroups (needs root)."""
     from oomguard import demo as demo_module  # noqa: PLC0415 - only this command needs it
@@ -110,6 +120,12 @@ def parser() -> argparse.ArgumentParser:
                    help="YAML file of OOMPolicy, OOMPriority, Pod and Namespace objects")
     p.add_argument("--node", help="node name for decisions (default: the host name)")
     p.set_defaults(run=agent)
+
+    p = commands.add_parser("operator", help=operator.__doc__, description=operator.__doc__)
+    p.add_argument("--server", help="API server URL (default: in-cluster or kubeconfig)")
+    p.add_argument("--peering", help="kopf peering name: replicas elect one active peer")
+    p.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.set_defaults(run=operator)
 
     p = commands.add_parser("demo", help=demo.__doc__, description=demo.__doc__)
     p.set_defaults(run=demo)

@@ -1,0 +1,32 @@
+"""The operator: kopf handlers that decide for pressured nodes, record, evict and tell."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import kopf
+
+from oomguard.controller.deciding import Decider
+from oomguard.controller.handlers import register
+from oomguard.kube import Cluster, api_client
+
+__all__ = ["Decider", "register", "run"]
+
+
+def run(*, server: str | None = None, peering: str | None = None,
+        liveness: str | None = None, stop: threading.Event | None = None) -> None:
+    """Run the operator until stopped. With `peering`, replicas elect one active peer
+    (kopf peering); without, this process acts alone."""
+    registry = kopf.OperatorRegistry()
+    register(registry, Decider(Cluster(api_client(server=server))))
+    if server is not None:
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=server)
+
+    asyncio.run(kopf.operator(
+        registry=registry, clusterwide=True, standalone=peering is None,
+        peering_name=peering, liveness_endpoint=liveness, stop_flag=stop,
+    ))

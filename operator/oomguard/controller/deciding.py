@@ -1,0 +1,183 @@
+"""What the operator does with a pressured report and with a finished kill: decide, record,
+evict, escalate, tell. kopf handlers (handlers.py) call it; it calls the API through
+`Cluster`, in threads, since the `kubernetes` client is synchronous."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from oomguard.api import NodeMemoryReport, OOMDecision, VictimStatus
+from oomguard.api.meta import Condition
+from oomguard.controller.view import ALL, ClusterView
+from oomguard.decisions import decision_from_outcome, decision_name
+from oomguard.engine import decide
+from oomguard.engine.pressure import assess, select_policy
+from oomguard.engine.ranking import size
+from oomguard.kube import Cluster
+
+log = logging.getLogger(__name__)
+
+EVICTED = "Evicted"
+"""Condition the operator adds once it has evicted a kill's pods (KillAndEvict, and group
+members on other nodes)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Decider:
+    cluster: Cluster
+    clock: Callable[[], datetime] = _now
+    recent: dict[str, OOMDecision] = field(default_factory=dict)
+    """The latest decision per node, until the decisions index has caught up."""
+
+    async def on_report(self, body: dict[str, Any], view: ClusterView) -> OOMDecision | None:
+        """Decide for a pressured node; at most one decision per node is made at a time
+        (kopf handles one object's events in order) and in-flight victims are the
+        engine's to respect."""
+        try:
+            report = NodeMemoryReport.model_validate(body)
+        except ValidationError as error:
+            log.warning("ignoring invalid NodeMemoryReport %s: %s",
+                        body.get("metadata", {}).get("name"), error)
+            return None
+        if report.status is None:
+            return None
+        node = report.metadata.name
+        policy = select_policy(list(view.policies.get(ALL, ())), node,
+                               next(iter(view.nodes.get(node, ())), {}))
+        if assess(report.status.node, policy).pressure == "None":
+            return None  # the common case: no snapshot, no engine
+        now = self.clock()
+        view.recent = self.recent
+        outcome = decide(view.snapshot(report, now))
+        if not outcome.victims:
+            return None
+        decision = decision_from_outcome(outcome, decided_by="operator", at=now,
+                                         report_time=report.status.observed_time)
+        await asyncio.to_thread(self.cluster.create_decision, decision)
+        self.recent[node] = decision
+        await self._announce(decision)
+        if decision.spec.mode == "Enforce" and decision.spec.action == "Evict":
+            decision = await self._evict(decision)
+        return decision
+
+    async def on_decision(self, body: dict[str, Any]) -> None:
+        """After the agent's kill: evict what the kill leaves to the operator (all pods for
+        KillAndEvict, so that controllers reschedule; group members on other nodes)."""
+        try:
+            decision = OOMDecision.model_validate(body)
+        except ValidationError:
+            return
+        spec, status = decision.spec, decision.status
+        if (spec.mode != "Enforce" or spec.action not in ("Kill", "KillAndEvict")
+                or status is None or status.phase not in ("Completed", "Failed")
+                or any(c.type == EVICTED for c in status.conditions)):
+            return
+        node_of = {p.uid: p.node_name for v in spec.victims for p in v.pods}
+        victims, acted = [], False
+        for victim in status.victims:
+            elsewhere = node_of.get(victim.uid) not in ("", spec.node_name)
+            if elsewhere or (spec.action == "KillAndEvict" and victim.outcome == "Killed"):
+                acted = True
+                eviction = await asyncio.to_thread(self.cluster.evict, victim.namespace,
+                                                   victim.name)
+                if elsewhere:
+                    victims.append(victim.model_copy(update={
+                        "outcome": eviction.outcome, "message": eviction.message}))
+                    continue
+            victims.append(victim)
+        if not acted:
+            return
+        evicted = Condition(type=EVICTED, status="True", reason="Evicted",
+                            message="pods evicted so that their controllers replace them",
+                            last_transition_time=self.clock())
+        await asyncio.to_thread(self.cluster.patch_decision_status, decision.metadata.name, {
+            "victims": [v.wire() for v in victims],
+            "conditions": [c.wire() for c in [*status.conditions, evicted]],
+        })
+
+    async def _evict(self, decision: OOMDecision) -> OOMDecision:
+        """Evict every victim pod. A disruption budget's refusal under Hard pressure
+        escalates to a Kill decision; under Soft, the engine takes the next candidate on
+        the next report (refused pods are left alone for the cooldown)."""
+        assert decision.status is not None
+        name = decision.metadata.name
+        await asyncio.to_thread(self.cluster.patch_decision_status, name,
+                                {"phase": "Executing"})
+        victims: list[VictimStatus] = []
+        for victim in decision.status.victims:
+            start = self.clock()
+            eviction = await asyncio.to_thread(self.cluster.evict, victim.namespace, victim.name)
+            victims.append(victim.model_copy(update={
+                "outcome": eviction.outcome, "message": eviction.message,
+                "duration_seconds": (self.clock() - start).total_seconds(),
+            }))
+        done = all(v.outcome in ("Evicted", "AlreadyGone") for v in victims)
+        status = decision.status.model_copy(update={
+            "phase": "Completed" if done else "Failed", "victims": victims,
+            "completion_time": self.clock(),
+        })
+        await asyncio.to_thread(self.cluster.patch_decision_status, name, status.wire())
+        decision = decision.model_copy(update={"status": status})
+        self.recent[decision.spec.node_name] = decision
+        refused = [v for v in victims if v.outcome == "Refused"]
+        if refused and decision.spec.trigger.pressure == "Hard":
+            await self._escalate(decision)
+        return decision
+
+    async def _escalate(self, refused: OOMDecision) -> None:
+        """The same victims, killed: under Hard pressure a budget cannot stand in the way."""
+        at = self.clock()
+        assert refused.status is not None
+        kill = refused.model_copy(update={
+            "metadata": refused.metadata.model_copy(update={
+                "name": decision_name(refused.spec.node_name, at), "creation_timestamp": at}),
+            "spec": refused.spec.model_copy(update={"action": "Kill"}),
+            "status": refused.status.model_copy(update={
+                "phase": "Pending", "start_time": at, "completion_time": None,
+                "victims": [VictimStatus(namespace=v.namespace, name=v.name, uid=v.uid)
+                            for v in refused.status.victims],
+                "conditions": [Condition(
+                    type="Escalated", status="True", reason="EvictionRefused",
+                    message=f"decision {refused.metadata.name} could not evict under Hard "
+                    "pressure: a disruption budget refused", last_transition_time=at)],
+            }),
+        })
+        await asyncio.to_thread(self.cluster.create_decision, kill)
+        self.recent[kill.spec.node_name] = kill
+        await self._announce(kill)
+
+    async def _announce(self, decision: OOMDecision) -> None:
+        """Events on the node and on every victim pod, so that `kubectl describe` and
+        `kubectl get events` tell the story."""
+        spec = decision.spec
+        trigger = spec.trigger
+        verb = "would" if spec.mode == "DryRun" else "will"
+        names = ", ".join(v.name for v in spec.victims)
+        await asyncio.to_thread(self.cluster.event, {
+            "kind": "Node", "name": spec.node_name, "apiVersion": "v1"},
+            "OOMGuardDecision",
+            f"{trigger.pressure} memory pressure: {size(trigger.available_bytes)} available, "
+            f"need {size(trigger.need_bytes)}; {spec.action} {names} "
+            f"(decision {decision.metadata.name})", "Warning")
+        for group in spec.victims:
+            for pod in group.pods:
+                await asyncio.to_thread(self.cluster.event, {
+                    "kind": "Pod", "namespace": pod.namespace, "name": pod.name,
+                    "uid": pod.uid, "apiVersion": "v1"},
+                    "OOMGuardVictim",
+                    f"oomguard {verb} {spec.action} group {group.name}: priority "
+                    f"{group.priority}, uses {size(group.usage_bytes)} of an allowance of "
+                    f"{size(group.allowance_bytes)}, on node {spec.node_name} under "
+                    f"{trigger.pressure} pressure (decision {decision.metadata.name})",
+                    "Warning")

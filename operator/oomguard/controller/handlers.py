@@ -1,0 +1,66 @@
+"""The operator's kopf handlers: indices fed by list+watch, and two event handlers.
+
+Indices keep every object the engine reads in memory, so a decision makes no list call.
+Reports and decisions are handled with `on.event`, which keeps no state in the objects:
+no progress annotations written back for every one of a thousand nodes' reports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from oomguard.api import GROUP, VERSION, OOMPolicy, OOMPriority
+from oomguard.controller.deciding import Decider
+from oomguard.controller.view import (
+    ALL,
+    ClusterView,
+    index_decision,
+    index_model,
+    index_owner,
+    index_pod,
+)
+from oomguard.kube import DECISIONS, REPORTS
+
+INDICES = ("pods", "replicasets", "jobs", "policies", "priorities", "namespaces", "nodes",
+           "decisions")
+
+
+def register(registry: kopf.OperatorRegistry, decider: Decider) -> None:
+    """Add oomguard's handlers to `registry` (one registry per operator instance)."""
+
+    def index(*resource: str, id: str) -> Any:
+        return kopf.index(*resource, id=id, registry=registry)
+
+    index("v1", "pods", id="pods")(lambda body, **_: index_pod(body))
+    index("apps", "v1", "replicasets", id="replicasets")(lambda body, **_: index_owner(body))
+    index("batch", "v1", "jobs", id="jobs")(lambda body, **_: index_owner(body))
+    index(GROUP, VERSION, "oompolicies", id="policies")(
+        lambda body, **_: index_model(OOMPolicy, body, ALL))
+    index(GROUP, VERSION, "oompriorities", id="priorities")(
+        lambda body, namespace, **_: index_model(OOMPriority, body, namespace))
+    index("v1", "namespaces", id="namespaces")(
+        lambda name, labels, **_: {name: dict(labels)})
+    index("v1", "nodes", id="nodes")(lambda name, labels, **_: {name: dict(labels)})
+    index(GROUP, VERSION, DECISIONS, id="decisions")(lambda body, **_: index_decision(body))
+
+    @kopf.on.event(GROUP, VERSION, REPORTS, registry=registry)
+    async def report(body: kopf.Body, type: str | None, **indices: Any) -> None:
+        if type == "DELETED":
+            return
+        view = ClusterView(
+            pods=indices["pods"],
+            owners=(indices["replicasets"], indices["jobs"]),
+            policies=indices["policies"],
+            priorities=indices["priorities"],
+            namespaces=indices["namespaces"],
+            nodes=indices["nodes"],
+            decisions=indices["decisions"],
+        )
+        await decider.on_report(dict(body), view)
+
+    @kopf.on.event(GROUP, VERSION, DECISIONS, registry=registry)
+    async def decision(body: kopf.Body, type: str | None, **_: Any) -> None:
+        if type != "DELETED":
+            await decider.on_decision(dict(body))

@@ -1,0 +1,127 @@
+"""The cluster as the operator's indices hold it, turned into one node's engine snapshot.
+
+Indices are kopf's in-memory caches, kept by list+watch: nothing here calls the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from oomguard.api import NodeMemoryReport, OOMDecision, OOMPolicy, OOMPriority
+from oomguard.engine import Owner, Pod, Snapshot
+from oomguard.manifests import owner_from_manifest, pod_from_manifest
+
+ALL = "all"
+"""The one key of indices that hold every object of their kind."""
+
+Index = Mapping[Any, Collection[Any]]
+
+
+def index_pod(body: Mapping[str, Any]) -> dict[tuple[str, str], Pod]:
+    """A pod under its node and under its namespace (for group members on other nodes)."""
+    try:
+        pod = pod_from_manifest(dict(body))
+    except ValidationError:
+        return {}
+    keys = {("ns", pod.namespace): pod}
+    if pod.node_name:
+        keys["node", pod.node_name] = pod
+    return keys
+
+
+def index_owner(body: Mapping[str, Any]) -> dict[str, Owner]:
+    try:
+        owner = owner_from_manifest(dict(body))
+    except ValidationError:
+        return {}
+    return {owner.uid: owner}
+
+
+def index_model(model: type[OOMPolicy] | type[OOMPriority], body: Mapping[str, Any],
+                key: str) -> dict[str, Any]:
+    """An object of ours, parsed; one that does not parse is left out (its status says
+    why, written by the handler that validates it)."""
+    try:
+        return {key: model.model_validate(dict(body))}
+    except ValidationError:
+        return {}
+
+
+def index_decision(body: Mapping[str, Any]) -> dict[str, OOMDecision]:
+    try:
+        decision = OOMDecision.model_validate(dict(body))
+    except ValidationError:
+        return {}
+    return {decision.spec.node_name: decision}
+
+
+@dataclass
+class ClusterView:
+    """The indices one decision reads."""
+
+    pods: Index
+    owners: Iterable[Index]
+    policies: Index
+    priorities: Index
+    namespaces: Index
+    nodes: Index
+    decisions: Index
+    recent: Mapping[str, OOMDecision] = field(default_factory=dict)
+    """Decisions this operator made that its decisions index may not show yet."""
+
+    def snapshot(self, report: NodeMemoryReport, now: datetime) -> Snapshot:
+        assert report.status is not None
+        node = report.metadata.name
+        on_node = list(self.pods.get(("node", node), ()))
+        namespaces = {p.namespace for p in on_node}
+        elsewhere = [
+            p for ns in sorted(namespaces) for p in self.pods.get(("ns", ns), ())
+            if p.node_name != node
+        ]
+        decisions = {d.metadata.name: d for d in self.decisions.get(node, ())}
+        recent = self.recent.get(node)
+        if recent is not None:
+            decisions.setdefault(recent.metadata.name, recent)
+        return Snapshot(
+            node=node,
+            memory=report.status.node,
+            usage=report.status.pods,
+            pods=on_node + elsewhere,
+            now=now,
+            node_labels=_only(self.nodes.get(node, ())) or {},
+            namespaces={ns: _only(self.namespaces.get(ns, ())) or {} for ns in namespaces},
+            owners=OwnerLookup(self.owners),
+            policies=list(self.policies.get(ALL, ())),
+            priorities=[p for ns in namespaces for p in self.priorities.get(ns, ())],
+            decisions=list(decisions.values()),
+        )
+
+
+class OwnerLookup(Mapping[str, Owner]):
+    """Owners by UID across the owner indices, looked up only for the UIDs the engine
+    follows, never copied."""
+
+    def __init__(self, indices: Iterable[Index]) -> None:
+        self._indices = list(indices)
+
+    def __getitem__(self, uid: str) -> Owner:
+        for index in self._indices:
+            found: Owner | None = _only(index.get(uid, ()))
+            if found is not None:
+                return found
+        raise KeyError(uid)
+
+    def __iter__(self) -> Iterator[str]:
+        return (uid for index in self._indices for uid in index)
+
+    def __len__(self) -> int:
+        return sum(len(index) for index in self._indices)
+
+
+def _only(store: Collection[Any]) -> Any:
+    return next(iter(store), None)

@@ -1,0 +1,98 @@
+"""The Kubernetes API calls oomguard makes, in one place, over the `kubernetes` client.
+
+Calls are synchronous (the client is); async callers run them with `asyncio.to_thread`.
+Every call here is listed in docs/api-calls.md, which the chart's RBAC follows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from oomguard.api import GROUP, VERSION, OOMDecision
+
+EvictOutcome = Literal["Evicted", "Refused", "AlreadyGone", "Failed"]
+REPORTS, DECISIONS = "nodememoryreports", "oomdecisions"
+EVENT_SOURCE = "oomguard"
+
+
+def api_client(*, server: str | None = None, kubeconfig: Path | None = None) -> client.ApiClient:
+    """An API client for `server` (tests), the in-cluster service account, or a kubeconfig."""
+    if server is not None:
+        return client.ApiClient(client.Configuration(host=server))
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None)
+    return client.ApiClient()
+
+
+@dataclass(frozen=True)
+class Eviction:
+    outcome: EvictOutcome
+    message: str = ""
+
+
+class Cluster:
+    """oomguard's view of the API: decisions, evictions, events."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    def create_decision(self, decision: OOMDecision) -> dict[str, Any]:
+        """Create the decision, then write its status (the status subresource ignores
+        status on create)."""
+        body = decision.wire()
+        status = body.pop("status", None)
+        created = cast(dict[str, Any], self.custom.create_cluster_custom_object(
+            GROUP, VERSION, DECISIONS, body))
+        if status:
+            created = self.patch_decision_status(decision.metadata.name, status)
+        return created
+
+    def patch_decision_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return cast(dict[str, Any], self.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, DECISIONS, name, {"status": status}))
+
+    def evict(self, namespace: str, name: str) -> Eviction:
+        """Evict through the Eviction API, so that disruption budgets are honoured."""
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+        try:
+            self.core.create_namespaced_pod_eviction(name, namespace, body)
+        except ApiException as error:
+            if error.status == 429:
+                return Eviction("Refused", f"disruption budget: {_reason(error)}")
+            if error.status == 404:
+                return Eviction("AlreadyGone", "pod not found")
+            return Eviction("Failed", f"{error.status}: {_reason(error)}")
+        return Eviction("Evicted")
+
+    def event(self, involved: dict[str, str], reason: str, message: str,
+              kind: Literal["Normal", "Warning"] = "Warning") -> None:
+        """A core v1 Event, as `kubectl describe` shows it. Cluster-scoped objects (nodes)
+        have their events in the default namespace."""
+        namespace = involved.get("namespace") or "default"
+        now = datetime.now(UTC)
+        self.core.create_namespaced_event(namespace, client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{involved['name']}.", namespace=namespace),
+            involved_object=client.V1ObjectReference(**involved),
+            reason=reason, message=message, type=kind,
+            first_timestamp=now, last_timestamp=now, count=1,
+            source=client.V1EventSource(component=EVENT_SOURCE),
+            reporting_component=EVENT_SOURCE,
+        ))
+
+
+def _reason(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return str(error.reason)

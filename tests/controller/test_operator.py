@@ -1,0 +1,190 @@
+"""The real kopf operator against the API emulator over HTTP, with the real `kubernetes`
+client: a pressured report becomes a recorded decision, evictions honour disruption
+budgets, and Events tell the story."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kopf
+import pytest
+from kubernetes import client
+
+from oomguard.api import GROUP, VERSION
+from oomguard.controller import Decider, register
+from oomguard.kube import Cluster
+from support import ClusterEmulator, running_operator
+
+Mi = 2**20
+Gi = 2**30
+NODE = "node-a"
+DECISIONS = f"{GROUP}/{VERSION}/oomdecisions"
+
+
+def pod(name: str, namespace: str, uid: str, *, node: str = NODE,
+        labels: dict[str, str] | None = None, owner: tuple[str, str] | None = None,
+        request: str = "100Mi") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "uid": uid,
+                            "labels": labels or {}}
+    if owner:
+        meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": owner[0],
+                                    "name": owner[1], "uid": f"uid-{owner[1]}",
+                                    "controller": True}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": node, "containers": [{
+                "name": "main", "image": "app", "resources": {"requests": {"memory": request}}}]},
+            "status": {"phase": "Running"}}
+
+
+def report(available: int, usage: dict[str, int], capacity: int = 8 * Gi) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeMemoryReport",
+            "metadata": {"name": NODE},
+            "status": {"node": {"capacityBytes": capacity, "availableBytes": available},
+                       "pods": [{"uid": u, "usage": {"anonBytes": b}} for u, b in usage.items()],
+                       "observedTime": "2026-11-26T06:00:00Z", "agentVersion": "test"}}
+
+
+def custom(kind: str, name: str, spec: dict[str, Any],
+           namespace: str | None = None) -> dict[str, Any]:
+    meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": meta, "spec": spec}
+
+
+class Api:
+    """The test's own `kubernetes` client, called off the loop that serves the emulator."""
+
+    def __init__(self, emulator: ClusterEmulator) -> None:
+        api = emulator.api_client(token="test")
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.policy = client.PolicyV1Api(api)
+
+    async def create(self, body: dict[str, Any]) -> None:
+        kind, meta = body["kind"], body["metadata"]
+        plural = {"OOMPolicy": "oompolicies", "OOMPriority": "oompriorities",
+                  "NodeMemoryReport": "nodememoryreports"}[kind]
+        status = body.pop("status", None)
+        if "namespace" in meta:
+            await asyncio.to_thread(self.custom.create_namespaced_custom_object, GROUP, VERSION,
+                                    meta["namespace"], plural, body)
+        else:
+            await asyncio.to_thread(self.custom.create_cluster_custom_object, GROUP, VERSION,
+                                    plural, body)
+        if status:
+            await asyncio.to_thread(self.custom.patch_cluster_custom_object_status, GROUP,
+                                    VERSION, plural, meta["name"], {"status": status})
+
+
+@pytest.fixture
+async def operator(emulator: ClusterEmulator) -> AsyncIterator[Api]:
+    registry = kopf.OperatorRegistry()
+    register(registry, Decider(Cluster(emulator.api_client(token="operator"))))
+    async with running_operator(emulator.server_url, registry, token="operator"):
+        yield Api(emulator)
+
+
+def seed_node(emulator: ClusterEmulator) -> None:
+    """A node with a two-pod batch Job, an important database and a web pod."""
+    for name in ("batch", "shop"):
+        emulator.store("v1/namespaces", {"metadata": {"name": name}})
+    emulator.store("v1/pods", pod("etl-1", "batch", "u-etl-1", owner=("Job", "etl")))
+    emulator.store("v1/pods", pod("etl-2", "batch", "u-etl-2", owner=("Job", "etl"),
+                                  node="node-b"))
+    emulator.store("v1/pods", pod("db-0", "shop", "u-db", labels={"app": "db"}, request="2Gi"))
+    emulator.store("v1/pods", pod("web-0", "shop", "u-web", labels={"app": "web"}))
+
+
+USAGE = {"u-etl-1": 900 * Mi, "u-db": 3 * Gi, "u-web": 300 * Mi}
+
+
+async def priorities(api: Api, **policy_spec: Any) -> None:
+    await api.create(custom("OOMPolicy", "cluster", policy_spec))
+    await api.create(custom("OOMPriority", "etl", {
+        "priority": -100, "group": {"by": "Workload"}}, "batch"))
+    await api.create(custom("OOMPriority", "db", {
+        "priority": 900, "podSelector": {"matchLabels": {"app": "db"}}}, "shop"))
+
+
+def decisions(emulator: ClusterEmulator) -> list[dict[str, Any]]:
+    """Decisions with their first status written (create, then status, as the API does)."""
+    return sorted((d for d in emulator.read_all(DECISIONS) if "status" in d),
+                  key=lambda d: d["metadata"]["name"])
+
+
+async def test_pressured_report_becomes_a_decision_with_events(
+    emulator: ClusterEmulator, operator: Api
+) -> None:
+    seed_node(emulator)
+    await priorities(operator, actions={"soft": "Kill"})
+    await operator.create(report(500 * Mi, USAGE))  # Soft: below 10% of 8Gi
+    [decision] = await emulator.wait_for(lambda: decisions(emulator) or None)
+    spec = decision["spec"]
+    assert decision["metadata"]["labels"] == {"oomguard.io/node": NODE}
+    assert (spec["decidedBy"], spec["action"], spec["trigger"]["pressure"]) == (
+        "operator", "Kill", "Soft")
+    assert [v["name"] for v in spec["victims"]] == ["batch/Job/etl"]
+    assert {(p["name"], p["nodeName"]) for p in spec["victims"][0]["pods"]} == {
+        ("etl-1", NODE), ("etl-2", "node-b")}
+    assert decision["status"]["phase"] == "Pending"  # the agent's to execute
+    events = await emulator.wait_for(lambda: [
+        e for e in emulator.read_all("v1/events") if e["reason"].startswith("OOMGuard")
+    ] if len(emulator.read_all("v1/events")) >= 3 else None)
+    by_object = {(e["involvedObject"]["kind"], e["involvedObject"]["name"]): e for e in events}
+    assert set(by_object) == {("Node", NODE), ("Pod", "etl-1"), ("Pod", "etl-2")}
+    assert "priority -100" in by_object["Pod", "etl-1"]["message"]
+    assert decision["metadata"]["name"] in by_object["Node", NODE]["message"]
+
+
+async def test_dry_run_records_and_acts_on_nothing(emulator: ClusterEmulator,
+                                                   operator: Api) -> None:
+    seed_node(emulator)
+    await priorities(operator, mode="DryRun")
+    await operator.create(report(500 * Mi, USAGE))
+    [decision] = await emulator.wait_for(lambda: decisions(emulator) or None)
+    assert (decision["spec"]["mode"], decision["status"]["phase"]) == ("DryRun", "DryRun")
+    assert not [c for c in emulator.calls if c.rbac[2:] == ("pods", "eviction")]
+
+
+async def test_eviction_honours_the_disruption_budget_soft_then_hard(
+    emulator: ClusterEmulator, operator: Api
+) -> None:
+    """Soft: the budget's 429 fails the decision and the next report takes the next
+    candidate. Hard: the refusal escalates to a Kill decision for the same group."""
+    seed_node(emulator)
+    emulator.store("policy/v1/poddisruptionbudgets", {
+        "metadata": {"name": "etl", "namespace": "batch"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {}}}})
+    await priorities(operator)  # default actions: Evict under Soft
+    await operator.create(report(500 * Mi, USAGE))
+    first = await emulator.wait_for(lambda: [
+        d for d in decisions(emulator) if d.get("status", {}).get("phase") == "Failed"] or None)
+    assert {v["outcome"] for v in first[0]["status"]["victims"]} == {"Refused"}
+    assert "disruption budget" in first[0]["status"]["victims"][0]["message"]
+    # The next report: the etl Job is left alone, the next candidate (web) is evicted.
+    await asyncio.to_thread(operator.custom.patch_cluster_custom_object_status, GROUP,
+                            VERSION, "nodememoryreports", NODE, {"status": {
+                                "observedTime": "2026-11-26T06:00:01Z"}})
+    second = await emulator.wait_for(lambda: [
+        d for d in decisions(emulator) if d["spec"]["victims"][0]["name"] == "shop/web-0"
+        and d.get("status", {}).get("phase") == "Completed"] or None)
+    assert second[0]["status"]["victims"][0]["outcome"] == "Evicted"
+    web = emulator.read("v1/pods", "shop", "web-0")
+    assert web is None or web["metadata"].get("deletionTimestamp")
+
+
+async def test_hard_pressure_escalates_a_refused_eviction_to_a_kill(
+    emulator: ClusterEmulator, operator: Api
+) -> None:
+    seed_node(emulator)
+    emulator.store("policy/v1/poddisruptionbudgets", {
+        "metadata": {"name": "etl", "namespace": "batch"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {}}}})
+    await priorities(operator, actions={"hard": "Evict"})
+    await operator.create(report(100 * Mi, USAGE))  # Hard: below 5%
+    kill = await emulator.wait_for(lambda: [
+        d for d in decisions(emulator) if d["spec"]["action"] == "Kill"] or None)
+    assert kill[0]["spec"]["victims"][0]["name"] == "batch/Job/etl"
+    assert kill[0]["status"]["phase"] == "Pending"
+    assert [c["type"] for c in kill[0]["status"]["conditions"]] == ["Escalated"]

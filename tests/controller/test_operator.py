@@ -15,6 +15,7 @@ from kubernetes import client
 from oomguard.api import GROUP, VERSION
 from oomguard.controller import Decider, register
 from oomguard.kube import Cluster
+
 from support import ClusterEmulator, running_operator
 
 Mi = 2**20

@@ -62,6 +62,13 @@ class Cluster:
         return cast(dict[str, Any], self.custom.patch_cluster_custom_object_status(
             GROUP, VERSION, DECISIONS, name, {"status": status}))
 
+    def delete_decision(self, name: str) -> None:
+        try:
+            self.custom.delete_cluster_custom_object(GROUP, VERSION, DECISIONS, name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     def evict(self, namespace: str, name: str) -> Eviction:
         """Evict through the Eviction API, so that disruption budgets are honoured."""
         body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))

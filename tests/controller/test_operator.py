@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 
 from oomguard.api import GROUP, VERSION
-from oomguard.controller import Decider, register
+from oomguard.controller import Decider, Options, register
 from oomguard.kube import Cluster
 
 from support import ClusterEmulator, running_operator
@@ -79,9 +79,15 @@ class Api:
 
 
 @pytest.fixture
-async def operator(emulator: ClusterEmulator) -> AsyncIterator[Api]:
+def options() -> Options:
+    """Statuses refreshed fast, so that tests await them in well under a second."""
+    return Options(status_interval=0.2, retention_interval=0.2)
+
+
+@pytest.fixture
+async def operator(emulator: ClusterEmulator, options: Options) -> AsyncIterator[Api]:
     registry = kopf.OperatorRegistry()
-    register(registry, Decider(Cluster(emulator.api_client(token="operator"))))
+    register(registry, Decider(Cluster(emulator.api_client(token="operator"))), options)
     async with running_operator(emulator.server_url, registry, token="operator"):
         yield Api(emulator)
 
@@ -189,3 +195,60 @@ async def test_hard_pressure_escalates_a_refused_eviction_to_a_kill(
     assert kill[0]["spec"]["victims"][0]["name"] == "batch/Job/etl"
     assert kill[0]["status"]["phase"] == "Pending"
     assert [c["type"] for c in kill[0]["status"]["conditions"]] == ["Escalated"]
+
+
+async def test_statuses_tell_tenants_and_admins_what_applies(
+    emulator: ClusterEmulator, operator: Api
+) -> None:
+    seed_node(emulator)
+    emulator.store("v1/namespaces", {"metadata": {"name": "sandbox",
+                                                  "labels": {"tier": "bronze"}}})
+    emulator.store("v1/nodes", {"metadata": {"name": NODE, "labels": {"pool": "general"}}})
+    await operator.create(custom("OOMPolicy", "cluster", {"tenants": [
+        {"namespaceSelector": {"matchLabels": {"tier": "bronze"}}, "maxPriority": 100}]}))
+    emulator.store("v1/pods", pod("nb", "sandbox", "u-nb"))
+    await operator.create(custom("OOMPriority", "greedy", {"priority": 900}, "sandbox"))
+    await operator.create(custom("OOMPriority", "also", {"priority": 5}, "sandbox"))
+
+    def status(plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        obj = emulator.read(f"{GROUP}/{VERSION}/{plural}", namespace, name)
+        return obj.get("status") if obj and obj.get("status", {}).get("conditions") else None
+
+    def settled(plural: str, name: str, namespace: str | None = None,
+                **expected: Any) -> dict[str, Any] | None:
+        """The status once the operator's indices caught up (statuses are refreshed)."""
+        found = status(plural, name, namespace)
+        return found if found and expected.items() <= found.items() else None
+
+    greedy = await emulator.wait_for(lambda: settled("oompriorities", "greedy", "sandbox",
+                                                     overlaps=["also"]))
+    assert greedy["effectivePriority"] == 100
+    assert greedy["overlaps"] == ["also"]
+    conditions = {c["type"]: c for c in greedy["conditions"]}
+    assert conditions["Clamped"]["status"] == "True"
+    assert "900 is above the tenant's maximum" in conditions["Clamped"]["message"]
+    assert conditions["Overlapping"]["status"] == "True"
+    assert all(c["observedGeneration"] == 1 for c in greedy["conditions"])
+    await emulator.wait_for(lambda: settled("oompriorities", "also", "sandbox",
+                                            overlaps=["greedy"], matchedPods=1))
+    assert greedy["matchedPods"] == 0  # "also" wins: as specific, first by name
+    await emulator.wait_for(lambda: settled("oompolicies", "cluster", nodes=[NODE]))
+
+
+@pytest.mark.parametrize("options", [Options(retention_interval=0.2, keep_per_node=1)])
+async def test_finished_decisions_beyond_retention_are_deleted(
+    emulator: ClusterEmulator, operator: Api
+) -> None:
+    """keep_per_node=1 here: a second finished decision on the node removes the first."""
+    seed_node(emulator)
+    await priorities(operator, mode="DryRun", cooldownSeconds=0)
+    await operator.create(report(500 * Mi, USAGE))
+    [first] = await emulator.wait_for(lambda: decisions(emulator) or None)
+    await asyncio.to_thread(operator.custom.patch_cluster_custom_object_status, GROUP,
+                            VERSION, "nodememoryreports", NODE, {"status": {
+                                "observedTime": "2026-11-26T06:00:05Z"}})
+    await emulator.wait_for(lambda: [d for d in decisions(emulator)
+                                     if d["metadata"]["name"] != first["metadata"]["name"]])
+    await emulator.wait_for(lambda: emulator.read(
+        DECISIONS, None, first["metadata"]["name"]) is None)
+    assert len(decisions(emulator)) == 1

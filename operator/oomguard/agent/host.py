@@ -3,6 +3,7 @@ waiting that wakes early on memory stalls."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -89,6 +90,11 @@ class Waiter:
     def wake_on_signals(self) -> None:
         """Let any signal with a Python handler end the current wait at once."""
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+    def wake(self) -> None:
+        """End the current (or next) wait at once: work arrived from another thread."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
 
     def wait(self, seconds: float) -> None:
         for fd, _ in self._poll.poll(seconds * 1000):

@@ -59,6 +59,11 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+def always(_outcome: Outcome) -> bool:
+    """The standalone agent acts on every outcome: nobody else will."""
+    return True
+
+
 @dataclass(frozen=True)
 class Step:
     """What one pass of the loop saw and did."""
@@ -100,6 +105,9 @@ class Agent:
     view: Inputs
     emit: Callable[[OOMDecision], None]
     standalone: bool = False
+    may_act: Callable[[Outcome], bool] = always
+    """Whether to act on an outcome with victims now. The in-cluster agent acts only when
+    it must act alone: the operator decides, and the agent executes its decisions."""
     sampling: Sampling = field(default_factory=Sampling)
     decisions: list[OOMDecision] = field(default_factory=list)
     _pressure_since: float | None = None
@@ -128,10 +136,9 @@ class Agent:
         elif self._pressure_since is None:
             self._pressure_since = mono
         decision = None
-        if outcome.victims and outcome.mode == "Enforce":
-            decision = self._execute(outcome)
-        elif outcome.victims:
-            decision = self._dry_run(outcome, mono)
+        if outcome.victims and self.may_act(outcome):
+            enforce = outcome.mode == "Enforce"
+            decision = self._execute(outcome) if enforce else self._dry_run(outcome, mono)
         return Step(sample.memory, assess(sample.memory, policy), outcome, decision,
                     self._pressure_since)
 
@@ -185,7 +192,7 @@ class Agent:
             self._kill(v) if node_of[v.uid] in ("", self.node) else v for v in status.victims
         ]
         status = status.model_copy(update={
-            "phase": _finished(victims),
+            "phase": finished_phase(victims),
             "victims": victims,
             "reclaimed_bytes": sum(v.reclaimed_bytes for v in victims),
             "completion_time": self.clock.now(),
@@ -213,7 +220,8 @@ def _substituted(action: str) -> Condition:
     )
 
 
-def _finished(statuses: list[VictimStatus]) -> Literal["Completed", "Failed"]:
+def finished_phase(statuses: list[VictimStatus]) -> Literal["Completed", "Failed"]:
+    """Completed when every pod is gone or left to others (Pending: on another node)."""
     ok = {"Killed", "AlreadyGone", "Pending"}
     return "Completed" if all(s.outcome in ok for s in statuses) else "Failed"
 

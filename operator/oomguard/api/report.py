@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from oomguard.api.meta import API_VERSION, ApiVersion, Model, ObjectMeta
+from oomguard.api.policy import Pressure
 
 
 class MemoryUsage(Model):
@@ -83,6 +84,23 @@ class NodeMemoryReportStatus(Model):
     )
     observed_time: datetime | None = Field(None, description="When this was measured.")
     agent_version: str = Field("", description="Version of the agent that measured.")
+    pods_observed_time: datetime | None = Field(
+        None, description="When `pods` was measured. At rest the agent rewrites the per-pod "
+        "detail only when it changed materially or every few minutes; under pressure every "
+        "second."
+    )
+    heartbeat_time: datetime | None = Field(
+        None, description="When the agent last wrote this report. It writes at least every "
+        "heartbeatSeconds while it runs and reaches the API server: an older heartbeat means "
+        "the report is stale."
+    )
+    heartbeat_seconds: float | None = Field(
+        None, description="The agent's heartbeat period at rest, in seconds.", ge=0
+    )
+    pressure: Pressure | None = Field(
+        None, description="Pressure the agent sees under the policy it has cached: None, Soft "
+        "or Hard. Its writes follow it: at once when it changes, every second while not None."
+    )
 
 
 class NodeMemoryReport(Model):

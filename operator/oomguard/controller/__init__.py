@@ -9,10 +9,10 @@ from typing import Any
 import kopf
 
 from oomguard.controller.deciding import Decider
-from oomguard.controller.handlers import register
+from oomguard.controller.handlers import Options, register
 from oomguard.kube import Cluster, api_client
 
-__all__ = ["Decider", "register", "run"]
+__all__ = ["Decider", "Options", "register", "run"]
 
 
 def run(*, server: str | None = None, peering: str | None = None,

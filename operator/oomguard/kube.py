@@ -62,6 +62,14 @@ class Cluster:
         return cast(dict[str, Any], self.custom.patch_cluster_custom_object_status(
             GROUP, VERSION, DECISIONS, name, {"status": status}))
 
+    def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "oompolicies", name, {"status": status})
+
+    def patch_priority_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "oompriorities", name, {"status": status})
+
     def delete_decision(self, name: str) -> None:
         try:
             self.custom.delete_cluster_custom_object(GROUP, VERSION, DECISIONS, name)

@@ -81,7 +81,7 @@ class Api:
 @pytest.fixture
 def options() -> Options:
     """Statuses refreshed fast, so that tests await them in well under a second."""
-    return Options(status_interval=0.2, retention_interval=0.2)
+    return Options(status_interval=0.2)
 
 
 @pytest.fixture
@@ -235,7 +235,7 @@ async def test_statuses_tell_tenants_and_admins_what_applies(
     await emulator.wait_for(lambda: settled("oompolicies", "cluster", nodes=[NODE]))
 
 
-@pytest.mark.parametrize("options", [Options(retention_interval=0.2, keep_per_node=1)])
+@pytest.mark.parametrize("options", [Options(status_interval=0.2, keep_per_node=1)])
 async def test_finished_decisions_beyond_retention_are_deleted(
     emulator: ClusterEmulator, operator: Api
 ) -> None:

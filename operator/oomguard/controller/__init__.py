@@ -9,7 +9,8 @@ from typing import Any
 import kopf
 
 from oomguard.controller.deciding import Decider
-from oomguard.controller.handlers import Options, register
+from oomguard.controller.handlers import register
+from oomguard.controller.housekeeping import Options
 from oomguard.kube import Cluster, api_client
 
 __all__ = ["Decider", "Options", "register", "run"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from support import ClusterEmulator, running_emulator
+from oomguard.permissions import OPERATOR
+
+from support import OPERATOR_TOKEN, ClusterEmulator, running_emulator
 
 
 @pytest.fixture
@@ -14,3 +16,14 @@ async def emulator() -> AsyncIterator[ClusterEmulator]:
     """A fresh Kubernetes API emulator on a free localhost port (see docs/emulator.md)."""
     async with running_emulator() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _calls_are_listed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every API call the operator makes in a test is one that oomguard.permissions lists
+    (and so one the chart's RBAC grants)."""
+    yield
+    emulator = request.node.funcargs.get("emulator")
+    if isinstance(emulator, ClusterEmulator):
+        unlisted = emulator.used_permissions(token=OPERATOR_TOKEN) - OPERATOR
+        assert not unlisted, f"operator API calls missing from oomguard.permissions: {unlisted}"

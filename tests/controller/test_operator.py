@@ -12,6 +12,7 @@ import kopf
 import pytest
 from kubernetes import client
 
+from conftest import OPERATOR_TOKEN
 from oomguard.api import GROUP, VERSION
 from oomguard.controller import Decider, Options, register
 from oomguard.kube import Cluster
@@ -87,8 +88,8 @@ def options() -> Options:
 @pytest.fixture
 async def operator(emulator: ClusterEmulator, options: Options) -> AsyncIterator[Api]:
     registry = kopf.OperatorRegistry()
-    register(registry, Decider(Cluster(emulator.api_client(token="operator"))), options)
-    async with running_operator(emulator.server_url, registry, token="operator"):
+    register(registry, Decider(Cluster(emulator.api_client(token=OPERATOR_TOKEN))), options)
+    async with running_operator(emulator.server_url, registry, token=OPERATOR_TOKEN):
         yield Api(emulator)
 
 

@@ -6,7 +6,11 @@ from .emulator import ApiCall, ClusterEmulator, running_emulator
 from .kopf_runner import running_operator
 from .kubectl import Kubectl, KubectlResult, kubectl_binary
 
+OPERATOR_TOKEN = "oomguard-operator"
+"""Bearer token of the tests' oomguard operator, so that its API calls can be told apart."""
+
 __all__ = [
+    "OPERATOR_TOKEN",
     "ApiCall",
     "ClusterEmulator",
     "Kubectl",

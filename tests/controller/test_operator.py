@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
 from kubernetes import client
 
-from conftest import OPERATOR_TOKEN
 from oomguard.api import GROUP, VERSION
 from oomguard.controller import Decider, Options, register
 from oomguard.kube import Cluster
 
-from support import ClusterEmulator, running_operator
+from support import OPERATOR_TOKEN, ClusterEmulator, Kubectl, running_operator
 
 Mi = 2**20
 Gi = 2**30
@@ -253,3 +253,31 @@ async def test_finished_decisions_beyond_retention_are_deleted(
     await emulator.wait_for(lambda: emulator.read(
         DECISIONS, None, first["metadata"]["name"]) is None)
     assert len(decisions(emulator)) == 1
+
+
+async def test_what_users_see_with_kubectl(emulator: ClusterEmulator, operator: Api,
+                                           tmp_path: Path) -> None:
+    """`kubectl get oomdecisions` shows when, node, victim, action and outcome at a glance;
+    `describe` and `get events` tell the rest. Printed for docs/kubectl.md."""
+    seed_node(emulator)
+    await priorities(operator, mode="DryRun")
+    await operator.create(report(500 * Mi, USAGE))
+    [decision] = await emulator.wait_for(lambda: decisions(emulator) or None)
+    name = decision["metadata"]["name"]
+    await emulator.wait_for(lambda: len([e for e in emulator.read_all("v1/events")
+                                         if e["reason"] == "OOMGuardVictim"]) == 2 or None)
+    kubectl = Kubectl(emulator.server_url, tmp_path)
+    listed = (await kubectl("get", "oomdecisions")).stdout
+    header, row = listed.splitlines()[:2]
+    assert header.split() == ["NAME", "NODE", "PRESSURE", "ACTION", "VICTIM", "OUTCOME",
+                              "RECLAIMED", "AGE"]
+    assert row.split()[:6] == [name, NODE, "Soft", "Evict", "batch/Job/etl", "DryRun"]
+    everything = (await kubectl("get", "oomguard", "-A")).stdout  # the category: all four
+    for kind in ("oompolicy", "oompriority", "nodememoryreport", "oomdecision"):
+        assert f"{kind}.oomguard.io/" in everything
+    described = (await kubectl("describe", "oomdecision", name)).stdout
+    assert "Victims:" in described and "batch/Job/etl" in described
+    events = (await kubectl("get", "events", "-n", "batch")).stdout
+    assert "OOMGuardVictim" in events and "pod/etl-1" in events
+    print(f"$ kubectl get oomdecisions\n{listed}\n$ kubectl describe oomdecision {name}\n"
+          f"{described}\n$ kubectl get events -n batch\n{events}")

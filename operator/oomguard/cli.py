@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +25,16 @@ def _fail(message: str) -> int:
 
 
 def rank(args: argparse.Namespace) -> int:
-    """Offline ranking of one node from YAML files: who would be killed, and why."""
-    inputs = _load(args.files)
+    """Who would be killed on a node, and why: from YAML files (-f), or from the cluster
+    (--node without -f)."""
+    if args.files:
+        inputs = _load(args.files)
+        source = ", ".join(map(str, args.files))
+    elif args.node is None:
+        return _fail("rank needs -f FILE, or --node NAME to read the cluster")
+    else:
+        inputs = _from_cluster(args)
+        source = "the cluster (it may not have reported yet)"
     if inputs is None:
         return EXIT_INVALID_INPUT
     node = args.node
@@ -35,7 +44,7 @@ def rank(args: argparse.Namespace) -> int:
             return _fail(f"need exactly one NodeMemoryReport or --node NAME (found: {found})")
         node = next(iter(inputs.reports))
     if node not in inputs.reports:
-        return _fail(f"no NodeMemoryReport named {node!r} in {', '.join(map(str, args.files))}")
+        return _fail(f"no NodeMemoryReport named {node!r} in {source}")
     status = inputs.reports[node].status
     assert status is not None
     now = status.observed_time or datetime.now(UTC)
@@ -45,6 +54,16 @@ def rank(args: argparse.Namespace) -> int:
     else:
         print(outcome_table(outcome))
     return 0
+
+
+def _from_cluster(args: argparse.Namespace) -> Inputs:
+    from oomguard.kube import api_client  # noqa: PLC0415 - the client loads only when used
+    from oomguard.live import load_cluster  # noqa: PLC0415
+
+    inputs = load_cluster(api_client(server=args.server, kubeconfig=args.kubeconfig), args.node)
+    for warning in inputs.warnings:
+        print(f"oomguard: warning: {warning}", file=sys.stderr)
+    return inputs
 
 
 def _load(files: list[Path]) -> Inputs | None:
@@ -63,12 +82,10 @@ def _load(files: list[Path]) -> Inputs | None:
 def agent(args: argparse.Namespace) -> int:
     """Protect this node: sample memory, decide, kill whole pods before the kernel would."""
     if not args.standalone:
-        return _fail("the in-cluster agent is not built yet; use --standalone")
+        return _cluster_agent(args)
     if args.cgroup_root is None:
         return _fail("--standalone needs --cgroup-root DIR")
-    if not (args.cgroup_root / "kubepods").is_dir() and not (
-        args.cgroup_root / "kubepods.slice"
-    ).is_dir():
+    if not _has_kubepods(args.cgroup_root):
         return _fail(f"{args.cgroup_root} holds no kubepods or kubepods.slice cgroup")
     inputs = _load(args.files)
     if inputs is None:
@@ -88,6 +105,36 @@ def operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_kubepods(root: Path) -> bool:
+    return (root / "kubepods").is_dir() or (root / "kubepods.slice").is_dir()
+
+
+def _cluster_agent(args: argparse.Namespace) -> int:
+    """The DaemonSet's agent: reports, executes the operator's decisions, acts alone when
+    it must."""
+    from oomguard.agent import cluster, kube  # noqa: PLC0415 - only this mode needs them
+    from oomguard.agent.publish import PublishPolicy  # noqa: PLC0415
+
+    if args.files:
+        return _fail("-f FILE is for --standalone; in a cluster the agent reads the API")
+    node = args.node or os.environ.get("NODE_NAME")
+    if not node:
+        return _fail("no node name: pass --node NAME or set NODE_NAME (the downward API's "
+                     "spec.nodeName)")
+    root = args.cgroup_root or cluster.default_cgroup_root()
+    if not _has_kubepods(root):
+        return _fail(f"{root} holds no kubepods or kubepods.slice cgroup")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = cluster.AgentConfig(
+        node=node, cgroup_root=root, act_alone_after=args.act_alone_after,
+        publish=PublishPolicy(heartbeat_seconds=args.heartbeat_seconds),
+        metrics_port=args.metrics_port)
+    client = kube.api_client(server=args.server, kubeconfig=args.kubeconfig,
+                             user_agent=f"oomguard-agent/{__version__}")
+    return cluster.run(config, kube.Api(client))
+
+
 def demo(_args: argparse.Namespace) -> int:
     """Show oomguard on a throw-away node built on real cgroups (needs root)."""
     from oomguard import demo as demo_module  # noqa: PLC0415 - only this command needs it
@@ -104,10 +151,13 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("rank", help=rank.__doc__, description=rank.__doc__)
-    p.add_argument("-f", "--filename", dest="files", type=Path, action="append", required=True,
+    p.add_argument("-f", "--filename", dest="files", type=Path, action="append", default=[],
                    help="YAML file of Pods, Namespaces, OOMPolicy, OOMPriority, OOMDecision "
                    "and NodeMemoryReport objects; repeatable")
-    p.add_argument("--node", help="node to rank (default: the only NodeMemoryReport's node)")
+    p.add_argument("--node", help="node to rank (default: the only NodeMemoryReport's node); "
+                   "without -f, read from the cluster")
+    p.add_argument("--kubeconfig", type=Path, help="without -f: kubeconfig file")
+    p.add_argument("--server", help="without -f: API server URL")
     p.add_argument("-o", "--output", choices=("json", "table"), default="table")
     p.set_defaults(run=rank)
 
@@ -115,10 +165,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--standalone", action="store_true",
                    help="no Kubernetes: policies and pods from files, decisions on stdout")
     p.add_argument("--cgroup-root", type=Path,
-                   help="directory holding the kubelet's kubepods (or kubepods.slice) cgroup")
+                   help="directory holding the kubelet's kubepods (or kubepods.slice) cgroup "
+                   "(in a cluster, default: /sys/fs/cgroup on cgroup v2 hosts, "
+                   "/sys/fs/cgroup/memory on v1)")
     p.add_argument("-f", "--filename", dest="files", type=Path, action="append", default=[],
                    help="YAML file of OOMPolicy, OOMPriority, Pod and Namespace objects")
-    p.add_argument("--node", help="node name for decisions (default: the host name)")
+    p.add_argument("--node", help="node name (default: standalone, the host name; in a "
+                   "cluster, $NODE_NAME)")
+    p.add_argument("--kubeconfig", type=Path,
+                   help="kubeconfig, when not running in a pod (default: ~/.kube/config)")
+    p.add_argument("--server", help="API server URL, without authentication (tests, "
+                   "kubectl proxy); overrides the in-cluster config and the kubeconfig")
+    p.add_argument("--metrics-port", type=int, default=9102,
+                   help="port of /metrics and /healthz (default: 9102)")
+    p.add_argument("--heartbeat-seconds", type=float, default=30.0,
+                   help="NodeMemoryReport heartbeat at rest (default: 30)")
+    p.add_argument("--act-alone-after", type=float, default=2.0, metavar="SECONDS",
+                   help="Hard pressure without a decision from the operator for this long: "
+                   "the agent decides and kills alone (default: 2)")
     p.set_defaults(run=agent)
 
     p = commands.add_parser("operator", help=operator.__doc__, description=operator.__doc__)
@@ -130,6 +194,16 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help=demo.__doc__, description=demo.__doc__)
     p.set_defaults(run=demo)
     return top
+
+
+def kubectl_plugin(argv: list[str] | None = None) -> int:
+    """`kubectl oomguard rank NODE [-o json|table]`: who is next on a node, live."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or args[0] != "rank" or args[1].startswith("-"):
+        print("usage: kubectl oomguard rank NODE [-o json|table] [--kubeconfig FILE]",
+              file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    return main(["rank", "--node", args[1], *args[2:]])
 
 
 def main(argv: list[str] | None = None) -> int:

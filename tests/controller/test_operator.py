@@ -5,6 +5,9 @@ budgets, and Events tell the story."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -281,3 +284,35 @@ async def test_what_users_see_with_kubectl(emulator: ClusterEmulator, operator: 
     assert "OOMGuardVictim" in events and "pod/etl-1" in events
     print(f"$ kubectl get oomdecisions\n{listed}\n$ kubectl describe oomdecision {name}\n"
           f"{described}\n$ kubectl get events -n batch\n{events}")
+
+
+async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_who_is_next_live_with_rank_and_the_kubectl_plugin(
+    emulator: ClusterEmulator, operator: Api, tmp_path: Path
+) -> None:
+    """`oomguard rank --node` and `kubectl oomguard rank NODE` read the cluster and rank
+    as offline: the same engine, the same output."""
+    seed_node(emulator)
+    await priorities(operator, mode="DryRun")
+    await operator.create(report(6 * Gi, USAGE))  # no pressure: a ranking, no victims
+    code, out, err = await _run(sys.executable, "-m", "oomguard", "rank", "--node", NODE,
+                                "--server", emulator.server_url, "-o", "json")
+    assert code == 0, err
+    ranked = json.loads(out)
+    assert (ranked["pressure"], ranked["victims"]) == ("None", [])
+    assert [r["group"] for r in ranked["ranking"]] == ["batch/Job/etl", "shop/web-0",
+                                                       "shop/db-0"]
+    assert ranked["ranking"][0]["podsOnOtherNodes"] == ["batch/etl-2"]
+    kubectl = Kubectl(emulator.server_url, tmp_path)
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "HOME": str(tmp_path), "KUBECONFIG": str(kubectl.kubeconfig)}
+    code, out, err = await _run(str(kubectl.binary), "oomguard", "rank", NODE, env=env)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(f"node {NODE}  policy cluster (DryRun)  pressure None")
+    assert "batch/Job/etl" in out.splitlines()[3]

@@ -19,6 +19,7 @@ from kubernetes import client
 from oomguard.api import GROUP, VERSION
 from oomguard.controller import Decider, Options, register
 from oomguard.kube import Cluster
+from oomguard.permissions import OPERATOR
 
 from support import OPERATOR_TOKEN, ClusterEmulator, Kubectl, running_operator
 
@@ -316,3 +317,34 @@ async def test_who_is_next_live_with_rank_and_the_kubectl_plugin(
     assert code == 0, err
     assert out.splitlines()[0].startswith(f"node {NODE}  policy cluster (DryRun)  pressure None")
     assert "batch/Job/etl" in out.splitlines()[3]
+
+
+async def test_two_replicas_with_peering_only_the_active_one_decides(
+    emulator: ClusterEmulator
+) -> None:
+    """kopf peering: the replica with the higher priority acts, the other stands by."""
+    emulator.store("kopf.dev/v1/clusterkopfpeerings", {"metadata": {"name": "oomguard"}})
+    seed_node(emulator)
+    standby_token = "oomguard-operator-standby"
+
+    def replica(token: str, priority: int) -> Any:
+        registry = kopf.OperatorRegistry()
+        register(registry, Decider(Cluster(emulator.api_client(token=token))))
+        settings = kopf.OperatorSettings()
+        settings.peering.priority = priority
+        return running_operator(emulator.server_url, registry, token=token, settings=settings,
+                                peering="oomguard")
+
+    async with replica(OPERATOR_TOKEN, 100):
+        await emulator.wait_for(lambda: (emulator.read(
+            "kopf.dev/v1/clusterkopfpeerings", None, "oomguard") or {}).get("status"))
+        async with replica(standby_token, 50):
+            api = Api(emulator)
+            await priorities(api, actions={"soft": "Kill"})
+            await api.create(report(500 * Mi, USAGE))
+            await emulator.wait_for(lambda: decisions(emulator) or None)
+    creators = {c.token for c in emulator.calls
+                if c.rbac == ("create", GROUP, "oomdecisions", "")}
+    assert creators == {OPERATOR_TOKEN}
+    assert len(emulator.read_all(DECISIONS)) == 1
+    assert emulator.used_permissions(token=standby_token) <= OPERATOR

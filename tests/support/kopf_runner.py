@@ -21,10 +21,12 @@ import kopf
 async def running_operator(server_url: str, registry: kopf.OperatorRegistry, *,
                            token: str = "operator",
                            settings: kopf.OperatorSettings | None = None,
+                           peering: str | None = None,
                            timeout: float = 10.0) -> AsyncIterator[None]:
     """Run the handlers of `registry` cluster-wide against `server_url` until the block
     ends; the block starts once kopf is ready. Adds a login handler to `registry` (so use
-    a registry per test); its bearer token `token` marks the operator's calls."""
+    a registry per test); its bearer token `token` marks the operator's calls. With
+    `peering`, it takes part in kopf peering under that name, as replicas do."""
 
     @kopf.on.login(registry=registry, id="emulator")
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -36,7 +38,8 @@ async def running_operator(server_url: str, registry: kopf.OperatorRegistry, *,
     def run() -> None:
         try:
             asyncio.run(kopf.operator(registry=registry, settings=settings, clusterwide=True,
-                                      standalone=True, stop_flag=stop, ready_flag=ready))
+                                      standalone=peering is None, peering_name=peering,
+                                      stop_flag=stop, ready_flag=ready))
         except BaseException as e:  # handed to the test below
             failures.append(e)
         finally:

@@ -184,12 +184,37 @@ def crd(info: ResourceInfo) -> JsonSchema:
     }
 
 
+PEERING_CRD: JsonSchema = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+    "spec": {
+        "group": "kopf.dev",
+        "names": {"kind": "ClusterKopfPeering", "listKind": "ClusterKopfPeeringList",
+                  "plural": "clusterkopfpeerings", "singular": "clusterkopfpeering"},
+        "scope": "Cluster",
+        "versions": [{
+            "name": "v1", "served": True, "storage": True,
+            "schema": {"openAPIV3Schema": {
+                "type": "object",
+                "description": "kopf's peering record: which operator replicas are alive, "
+                               "so that only the one with the highest priority acts.",
+                "properties": {"status": {"type": "object",
+                                          "x-kubernetes-preserve-unknown-fields": True}},
+            }},
+        }],
+    },
+}
+"""kopf's cluster-wide peering resource, for operator replicas (`--peering NAME`)."""
+
+
 def render() -> dict[str, str]:
     """File name to YAML text, for every CRD."""
     header = "# Generated from the pydantic models by `python -m oomguard.api.crd`. Do not edit.\n"
+    ours = {info.name: crd(info) for info in RESOURCES}
     return {
-        f"{info.name}.yaml": header + yaml.safe_dump(crd(info), sort_keys=False, width=100)
-        for info in RESOURCES
+        f"{name}.yaml": header + yaml.safe_dump(body, sort_keys=False, width=100)
+        for name, body in {**ours, PEERING_CRD["metadata"]["name"]: PEERING_CRD}.items()
     }
 
 

@@ -101,7 +101,8 @@ def operator(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    controller.run(server=args.server, peering=args.peering, liveness=args.liveness)
+    controller.run(server=args.server, peering=args.peering, liveness=args.liveness,
+                   metrics_port=args.metrics_port)
     return 0
 
 
@@ -188,7 +189,8 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("operator", help=operator.__doc__, description=operator.__doc__)
     p.add_argument("--server", help="API server URL (default: in-cluster or kubeconfig)")
     p.add_argument("--peering", help="kopf peering name: replicas elect one active peer")
-    p.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.set_defaults(run=operator)
 
     p = commands.add_parser("demo", help=demo.__doc__, description=demo.__doc__)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -348,3 +350,47 @@ async def test_two_replicas_with_peering_only_the_active_one_decides(
     assert creators == {OPERATOR_TOKEN}
     assert len(emulator.read_all(DECISIONS)) == 1
     assert emulator.used_permissions(token=standby_token) <= OPERATOR
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _get(url: str) -> tuple[int, str]:
+    def fetch() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, response.read().decode()
+        except OSError:
+            return 0, ""
+    return await asyncio.to_thread(fetch)
+
+
+async def test_operator_command_serves_metrics_and_liveness(emulator: ClusterEmulator,
+                                                            tmp_path: Path) -> None:
+    """`oomguard operator` as the chart runs it, as a process: /healthz answers once kopf
+    runs, and /metrics counts the decision it makes."""
+    metrics, liveness = _free_port(), _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "oomguard", "operator", "--server", emulator.server_url,
+        "--metrics-port", str(metrics), "--liveness", f"http://127.0.0.1:{liveness}/healthz",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        async with asyncio.timeout(30):
+            while (await _get(f"http://127.0.0.1:{liveness}/healthz"))[0] != 200:
+                await asyncio.sleep(0.05)  # polling a port that is not open yet
+        seed_node(emulator)
+        api = Api(emulator)
+        await priorities(api, actions={"soft": "Kill"})
+        await api.create(report(500 * Mi, USAGE))
+        await emulator.wait_for(lambda: decisions(emulator) or None, timeout=30)
+        status, text = await _get(f"http://127.0.0.1:{metrics}/metrics")
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+    assert status == 200
+    assert 'oomguard_decisions_total{action="Kill",mode="Enforce"} 1.0' in text
+    assert 'oomguard_nodes_under_pressure{pressure="Soft"} 1.0' in text
+    assert "oomguard_decision_latency_seconds_count 1.0" in text

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import kopf
+import prometheus_client
 
 from oomguard.controller.deciding import Decider
 from oomguard.controller.handlers import register
@@ -17,11 +18,15 @@ __all__ = ["Decider", "Options", "register", "run"]
 
 
 def run(*, server: str | None = None, peering: str | None = None,
-        liveness: str | None = None, stop: threading.Event | None = None) -> None:
+        liveness: str | None = None, metrics_port: int | None = None,
+        stop: threading.Event | None = None) -> None:
     """Run the operator until stopped. With `peering`, replicas elect one active peer
-    (kopf peering); without, this process acts alone."""
+    (kopf peering); without, this process acts alone. `/metrics` on `metrics_port`."""
     registry = kopf.OperatorRegistry()
-    register(registry, Decider(Cluster(api_client(server=server))))
+    decider = Decider(Cluster(api_client(server=server)))
+    register(registry, decider)
+    if metrics_port is not None:
+        prometheus_client.start_http_server(metrics_port, registry=decider.metrics.registry)
     if server is not None:
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> kopf.ConnectionInfo:

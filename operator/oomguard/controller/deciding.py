@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from oomguard.api import NodeMemoryReport, OOMDecision, VictimStatus
 from oomguard.api.meta import Condition
+from oomguard.controller.metrics import OperatorMetrics
 from oomguard.controller.view import ALL, ClusterView
 from oomguard.decisions import decision_from_outcome, decision_name
 from oomguard.engine import decide
@@ -39,6 +41,9 @@ class Decider:
     clock: Callable[[], datetime] = _now
     recent: dict[str, OOMDecision] = field(default_factory=dict)
     """The latest decision per node, until the decisions index has caught up."""
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    _pressure: dict[str, str] = field(default_factory=dict)
+    _finished: set[str] = field(default_factory=set)
 
     async def on_report(self, body: dict[str, Any], view: ClusterView) -> OOMDecision | None:
         """Decide for a pressured node; at most one decision per node is made at a time
@@ -53,11 +58,17 @@ class Decider:
         if report.status is None:
             return None
         node = report.metadata.name
+        arrived = time.monotonic()
+        now = self.clock()
+        seen = report.status.heartbeat_time or report.status.observed_time
+        if seen is not None:
+            self.metrics.report_age.observe(max((now - seen).total_seconds(), 0.0))
         policy = select_policy(list(view.policies.get(ALL, ())), node,
                                next(iter(view.nodes.get(node, ())), {}))
-        if assess(report.status.node, policy).pressure == "None":
+        pressure = assess(report.status.node, policy).pressure
+        self._count_pressure(node, pressure)
+        if pressure == "None":
             return None  # the common case: no snapshot, no engine
-        now = self.clock()
         view.recent = self.recent
         outcome = decide(view.snapshot(report, now))
         if not outcome.victims:
@@ -66,6 +77,8 @@ class Decider:
                                          report_time=report.status.observed_time)
         await asyncio.to_thread(self.cluster.create_decision, decision)
         self.recent[node] = decision
+        self.metrics.latency.observe(time.monotonic() - arrived)
+        self.metrics.decisions.labels(decision.spec.action, decision.spec.mode).inc()
         await self._announce(decision)
         if decision.spec.mode == "Enforce" and decision.spec.action == "Evict":
             decision = await self._evict(decision)
@@ -79,6 +92,11 @@ class Decider:
         except ValidationError:
             return
         spec, status = decision.spec, decision.status
+        if status is not None and status.phase in ("Completed", "Failed") and (
+            decision.metadata.name not in self._finished
+        ):
+            self._finished.add(decision.metadata.name)
+            self.metrics.outcomes.labels(spec.action, status.phase).inc()
         if (spec.mode != "Enforce" or spec.action not in ("Kill", "KillAndEvict")
                 or status is None or status.phase not in ("Completed", "Failed")
                 or any(c.type == EVICTED for c in status.conditions)):
@@ -105,6 +123,19 @@ class Decider:
             "victims": [v.wire() for v in victims],
             "conditions": [c.wire() for c in [*status.conditions, evicted]],
         })
+
+    def forget(self, name: str) -> None:
+        """A decision was deleted: nothing about it needs remembering."""
+        self._finished.discard(name)
+
+    def _count_pressure(self, node: str, pressure: str) -> None:
+        before = self._pressure.get(node, "None")
+        if before != pressure:
+            if before != "None":
+                self.metrics.pressured.labels(before).dec()
+            if pressure != "None":
+                self.metrics.pressured.labels(pressure).inc()
+            self._pressure[node] = pressure
 
     async def _evict(self, decision: OOMDecision) -> OOMDecision:
         """Evict every victim pod. A disruption budget's refusal under Hard pressure

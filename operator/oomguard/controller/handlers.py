@@ -67,9 +67,12 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
             await decider.on_report(dict(body), cluster)
 
     @kopf.on.event(GROUP, VERSION, DECISIONS, registry=registry)
-    async def decision(body: kopf.Body, type: str | None, **indices: Any) -> None:
+    async def decision(body: kopf.Body, name: str, type: str | None,
+                       **indices: Any) -> None:
         housekeeper.poke(view(indices))
-        if type != "DELETED":
+        if type == "DELETED":
+            decider.forget(name)
+        else:
             await decider.on_decision(dict(body))
 
     @kopf.on.event(GROUP, VERSION, "oompriorities", registry=registry)

@@ -29,8 +29,11 @@ def test_pods_and_containers(make_tree: MakeTree, version: int, driver: str) -> 
     pods = {pod.uid: pod for pod in snapshot.pods}
     assert set(pods) == {UID_A, UID_B}
     assert pods[UID_A].qos_class == "Guaranteed"
-    assert pods[UID_A].usage.anon_bytes == 90 * Mi
-    assert pods[UID_A].usage.unreclaimable_bytes == (90 + 12 + (6 if version == 2 else 5)) * Mi
+    # 90Mi on the lists, and the charge the stats do not show yet (see test_cgroup_usage).
+    unflushed = 3 if version == 2 else 5
+    assert pods[UID_A].usage.anon_bytes == (90 + unflushed) * Mi
+    assert pods[UID_A].usage.unreclaimable_bytes == (
+        90 + unflushed + 12 + (6 if version == 2 else 5)) * Mi
     assert [c.id for c in pods[UID_B].containers] == [CONTAINER, "pause"]
     assert snapshot.errors == ScanErrors()
     assert snapshot.skipped == ()
@@ -136,7 +139,7 @@ def test_a_broken_container_leaves_its_pod_reported(make_tree: MakeTree) -> None
 
     (reported,) = snapshot.pods
     assert [c.id for c in reported.containers] == [CONTAINER]
-    assert reported.usage.anon_bytes == 90 * Mi
+    assert reported.usage.anon_bytes == 93 * Mi  # 90Mi listed, 3Mi not flushed yet
     assert snapshot.errors.malformed == 1
 
 

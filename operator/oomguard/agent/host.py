@@ -64,22 +64,20 @@ class SystemClock:
 
 class Waiter:
     """Waits for the next sample, waking early when the kernel reports a memory stall
-    (a PSI trigger: 50ms of stall within 1s) or a signal arrives."""
+    (a PSI trigger) or a signal arrives."""
 
-    STALL_TRIGGER = b"some 50000 1000000"
+    STALL_TRIGGERS = (b"some 50000 1000000\0", b"some 100000 2000000\0")
+    """50ms of stall within 1s; without CAP_SYS_RESOURCE the kernel takes only windows
+    that are multiples of 2s. The kernel overwrites the last byte written with a NUL:
+    without one of our own it would cut the window's last digit."""
 
     def __init__(self, psi_path: Path | None = Path("/proc/pressure/memory")) -> None:
         self._poll = select.poll()
         self._psi_fd: int | None = None
         if psi_path is not None:
-            try:
-                fd = os.open(psi_path, os.O_RDWR | os.O_NONBLOCK)
-                os.write(fd, self.STALL_TRIGGER)
-            except OSError:
-                pass  # no PSI triggers here: the sampling interval alone paces the loop
-            else:
-                self._psi_fd = fd
-                self._poll.register(fd, select.POLLPRI)
+            self._psi_fd = _psi_trigger(psi_path, self.STALL_TRIGGERS)
+            if self._psi_fd is not None:
+                self._poll.register(self._psi_fd, select.POLLPRI)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poll.register(self._wake_r, select.POLLIN)
 
@@ -110,3 +108,20 @@ class Waiter:
         for fd in (self._psi_fd, self._wake_r, self._wake_w):
             if fd is not None:
                 os.close(fd)
+
+
+def _psi_trigger(path: Path, triggers: tuple[bytes, ...]) -> int | None:
+    """A file descriptor that polls POLLPRI on memory stalls, or None where the kernel
+    offers no triggers (then the sampling interval alone paces the loop)."""
+    for trigger in triggers:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            os.write(fd, trigger)
+        except OSError:
+            os.close(fd)
+            continue
+        return fd
+    return None

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from oomguard.permissions import OPERATOR
+from oomguard.permissions import AGENT, OPERATOR
 
-from support import OPERATOR_TOKEN, ClusterEmulator, running_emulator
+from support import AGENT_TOKEN, OPERATOR_TOKEN, ClusterEmulator, running_emulator
 
 
 @pytest.fixture
@@ -20,10 +20,13 @@ async def emulator() -> AsyncIterator[ClusterEmulator]:
 
 @pytest.fixture(autouse=True)
 def _calls_are_listed(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every API call the operator makes in a test is one that oomguard.permissions lists
+    """Every API call the operator or an agent makes in a test is one that
+    oomguard.permissions lists
     (and so one the chart's RBAC grants)."""
     yield
     emulator = request.node.funcargs.get("emulator")
     if isinstance(emulator, ClusterEmulator):
-        unlisted = emulator.used_permissions(token=OPERATOR_TOKEN) - OPERATOR
-        assert not unlisted, f"operator API calls missing from oomguard.permissions: {unlisted}"
+        for token, listed in ((OPERATOR_TOKEN, OPERATOR), (AGENT_TOKEN, AGENT)):
+            unlisted = emulator.used_permissions(token=token) - listed
+            assert not unlisted, f"{token} API calls missing from oomguard.permissions: " \
+                f"{unlisted}"

@@ -30,7 +30,9 @@ POLICIES = f"{GROUP}/{VERSION}/oompolicies"
 DECISIONS = f"{GROUP}/{VERSION}/oomdecisions"
 REPORTS = f"{GROUP}/{VERSION}/nodememoryreports"
 PDBS = "policy/v1/poddisruptionbudgets"
-CRDS = [yaml.safe_load(path.read_text()) for path in sorted(CRD_DIR.glob("*.yaml"))]
+CRDS = [crd for path in sorted(CRD_DIR.glob("*.yaml"))
+        if (crd := yaml.safe_load(path.read_text()))["spec"]["group"] == GROUP]
+"""oomguard's own CRDs (crds/ also holds kopf's peering CRD)."""
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -35,3 +35,17 @@ OPERATOR: frozenset[Permission] = frozenset({
     *_read("kopf.dev", "clusterkopfpeerings"),
     ("patch", "kopf.dev", "clusterkopfpeerings", ""),
 })
+
+AGENT: frozenset[Permission] = frozenset({
+    # Caches for acting alone: its own pods (field selector), the node, the settings.
+    *_read("", "pods", "namespaces", "nodes"),
+    *_read("oomguard.io", "oompolicies", "oompriorities", "oomdecisions"),
+    # Its node's report.
+    ("create", "oomguard.io", "nodememoryreports", ""),
+    ("patch", "oomguard.io", "nodememoryreports", "status"),
+    # Decisions: executed (claimed with a guarded update), or recorded when acting alone.
+    ("get", "oomguard.io", "oomdecisions", ""),
+    ("create", "oomguard.io", "oomdecisions", ""),
+    ("update", "oomguard.io", "oomdecisions", "status"),
+    ("patch", "oomguard.io", "oomdecisions", "status"),
+})

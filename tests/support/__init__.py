@@ -9,7 +9,11 @@ from .kubectl import Kubectl, KubectlResult, kubectl_binary
 OPERATOR_TOKEN = "oomguard-operator"
 """Bearer token of the tests' oomguard operator, so that its API calls can be told apart."""
 
+AGENT_TOKEN = "oomguard-agent"
+"""Bearer token of the tests' in-cluster agents."""
+
 __all__ = [
+    "AGENT_TOKEN",
     "OPERATOR_TOKEN",
     "ApiCall",
     "ClusterEmulator",

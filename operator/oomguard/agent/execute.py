@@ -1,0 +1,194 @@
+"""Executing the operator's Kill and KillAndEvict decisions for this node, at most once.
+
+A decision is claimed before anything is killed: its status goes from Pending to Executing
+in a write guarded by the resourceVersion the agent read, so that of two writers (two
+agents, or an agent and its restarted self) only one wins, and a decision that is not
+Pending is never acted on. Each victim pod on this node is then checked against the
+agent's pod cache (still here, running, not terminating, static or critical) and killed by
+UID through the cgroup layer, which refuses anything but a kubelet pod cgroup under the
+agent's root. The outcome is written by the decision recorder. A decision too old to act
+on (the agent was away, or the API server was) fails as Expired instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from kubernetes.client.exceptions import ApiException
+
+from oomguard.agent.kube import Api, UnreachableError
+from oomguard.agent.loop import Clock, PodKiller, finished_phase
+from oomguard.agent.metrics import AgentMetrics
+from oomguard.api import OOMDecision, OOMDecisionStatus, VictimStatus
+from oomguard.api.meta import Condition
+from oomguard.engine import Pod
+from oomguard.engine.eligibility import Context, exclusion
+
+log = logging.getLogger(__name__)
+
+DECISIONS = "oomdecisions"
+EXECUTABLE = ("Kill", "KillAndEvict")
+CLAIM_ATTEMPTS = 3
+
+
+class PodCache(Protocol):
+    def pod(self, uid: str) -> Pod | None:
+        """The pod with this UID, from the cache of this node's pods."""
+        ...
+
+    def protected_namespaces(self, policy: str) -> Collection[str]:
+        """The namespaces the named policy protects (the default policy's if unknown)."""
+        ...
+
+
+def executable(obj: dict[str, Any], node: str) -> bool:
+    """A Pending Kill or KillAndEvict decision of this node, to be enforced."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    return (status.get("phase") == "Pending" and spec.get("nodeName") == node
+            and spec.get("mode", "Enforce") == "Enforce" and spec.get("action") in EXECUTABLE)
+
+
+@dataclass
+class Executor:
+    """Claims, checks and kills; `finish` writes the outcome (it retries on its own)."""
+
+    node: str
+    api: Api
+    killer: PodKiller
+    clock: Clock
+    cache: PodCache
+    cgroup_present: Callable[[str], bool]
+    """Whether a pod cgroup with this UID is on the node."""
+    finish: Callable[[str, OOMDecisionStatus], None]
+    metrics: AgentMetrics
+    max_age: float = 60.0
+    """Seconds after its creation a decision is too old to execute: it fails as Expired."""
+    _unanswered: dict[str, datetime] = field(default_factory=dict)
+    """Decision UID -> start time of a claim whose answer was lost: it may have been
+    written, and if so it is this agent's."""
+
+    def execute(self, obj: dict[str, Any]) -> OOMDecision | None:
+        """Execute a decision `executable` said is ours, as read from the API. Returns it
+        with its outcome, or None if another writer claimed or changed it first. Raises
+        UnreachableError if the claim could not reach the API server: nothing was done."""
+        claimed = self._claim(obj)
+        if claimed is None:
+            return None
+        start = self.clock.monotonic()
+        assert claimed.status is not None
+        name = claimed.metadata.name
+        node_of = {p.uid: p.node_name for v in claimed.spec.victims for p in v.pods}
+        protected = self.cache.protected_namespaces(claimed.spec.policy)
+        victims = [  # pods on other nodes are the operator's to evict
+            self._act(v, protected) if node_of.get(v.uid, "") in ("", self.node) else v
+            for v in claimed.status.victims
+        ]
+        status = claimed.status.model_copy(update={
+            "phase": finished_phase(victims),
+            "victims": victims,
+            "reclaimed_bytes": sum(v.reclaimed_bytes for v in victims),
+            "completion_time": self.clock.now(),
+            "duration_seconds": self.clock.monotonic() - start,
+        })
+        self.finish(name, status)
+        self.metrics.decisions.labels(claimed.spec.decided_by, status.phase).inc()
+        log.info("decision %s: %s, %d bytes reclaimed", name, status.phase,
+                 status.reclaimed_bytes)
+        return claimed.model_copy(update={"status": status})
+
+    def _claim(self, obj: dict[str, Any]) -> OOMDecision | None:
+        """Pending -> Executing (or Failed, if expired), only over the resourceVersion read;
+        on a conflict, read again and look again."""
+        name, uid = obj["metadata"]["name"], obj["metadata"]["uid"]
+        for _ in range(CLAIM_ATTEMPTS):
+            decision = OOMDecision.model_validate(obj)
+            if self._claimed_unanswered(decision):
+                return decision
+            if not executable(obj, self.node) or decision.status is None:
+                log.info("decision %s is no longer ours to execute", name)
+                self._unanswered.pop(uid, None)
+                return None
+            status = self._claimed(decision, decision.status)
+            body = copy.deepcopy(obj)
+            body["status"] = status.wire()
+            try:
+                written = self.api.replace_status(DECISIONS, name, body)
+            except UnreachableError:
+                if status.phase == "Executing" and status.start_time is not None:
+                    self._unanswered[uid] = status.start_time
+                raise
+            except ApiException as error:
+                if error.status == 404:
+                    self._unanswered.pop(uid, None)
+                    return None
+                if error.status != 409:
+                    raise
+                obj = self.api.get(DECISIONS, name)
+                continue
+            self._unanswered.pop(uid, None)
+            if status.phase == "Executing":
+                return OOMDecision.model_validate(written)
+            log.warning("decision %s expired before it could be executed", name)
+            self.metrics.decisions.labels(decision.spec.decided_by, status.phase).inc()
+            return None
+        log.warning("decision %s kept changing; not claimed", name)
+        return None
+
+    def _claimed_unanswered(self, decision: OOMDecision) -> bool:
+        """Whether the decision is Executing by an earlier claim of ours whose answer was
+        lost: that claim went through, and the execution is still to be done."""
+        started = self._unanswered.get(decision.metadata.uid)
+        status = decision.status
+        if started is None or status is None or status.phase != "Executing":
+            return False
+        if status.start_time != started:
+            return False
+        del self._unanswered[decision.metadata.uid]
+        return True
+
+    def _claimed(self, decision: OOMDecision, status: OOMDecisionStatus) -> OOMDecisionStatus:
+        """Executing from now; or Failed as Expired, when too old to act on."""
+        now = self.clock.now()
+        created = decision.metadata.creation_timestamp
+        if created is not None and (now - created).total_seconds() > self.max_age:
+            expired = Condition(
+                type="Expired", status="True", reason="Expired", last_transition_time=now,
+                message=f"not executed within {self.max_age:g}s of the decision: the node has "
+                "changed since")
+            return status.model_copy(update={
+                "phase": "Failed", "completion_time": now,
+                "conditions": [*status.conditions, expired]})
+        return status.model_copy(update={"phase": "Executing", "start_time": now})
+
+    def _act(self, victim: VictimStatus, protected: Collection[str]) -> VictimStatus:
+        outcome, message = self._check(victim.uid, protected)
+        if outcome is None:
+            result = self.killer.kill(victim.uid)
+            update: dict[str, Any] = {
+                "outcome": result.outcome, "message": result.message,
+                "reclaimed_bytes": result.reclaimed_bytes,
+                "duration_seconds": result.duration_seconds,
+            }
+        else:
+            update = {"outcome": outcome, "message": message}
+        self.metrics.victims.labels(update["outcome"]).inc()
+        return victim.model_copy(update=update)
+
+    def _check(self, uid: str, protected: Collection[str]) -> tuple[str | None, str]:
+        """(outcome, why) when the pod must not be killed; (None, "") when it may."""
+        pod = self.cache.pod(uid)
+        if pod is None:
+            if self.cgroup_present(uid):
+                return "Refused", "not in the agent's pod cache: cannot check it is eligible"
+            return "AlreadyGone", "the pod no longer exists"
+        if pod.phase in ("Succeeded", "Failed"):
+            return "AlreadyGone", f"the pod has finished (phase {pod.phase})"
+        excluded = exclusion(pod, Context(self.node, protected, in_flight={}, refused={}))
+        if excluded is not None:
+            return "Refused", f"no longer eligible: {excluded.message}"
+        return None, ""

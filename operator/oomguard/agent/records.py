@@ -1,0 +1,109 @@
+"""Decision writes that must not be lost: the agent's own decisions (made acting alone,
+perhaps while the API server was unreachable) and the outcome of executed ones.
+
+They are written in order by one thread that keeps retrying while the API server does not
+answer, so that a decision is recorded as soon as it answers again. A write the server
+refuses (other than a create that an earlier, unanswered attempt already made) is logged
+and dropped: retrying cannot fix it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+
+from kubernetes.client.exceptions import ApiException
+
+from oomguard.agent.kube import Api, Backoff, UnreachableError
+from oomguard.api import OOMDecision, OOMDecisionStatus
+
+log = logging.getLogger(__name__)
+
+DECISIONS = "oomdecisions"
+
+
+class DecisionRecorder:
+    """A queue of decision writes, served by its own thread."""
+
+    def __init__(self, api: Api, *, backoff: Backoff | None = None) -> None:
+        self.api = api
+        self._jobs: collections.deque[tuple[str, Callable[[], None]]] = collections.deque()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._backoff = backoff or Backoff(first=0.1, cap=1.0)
+        self._thread = threading.Thread(target=self._run, name="decision-records", daemon=True)
+
+    def record(self, decision: OOMDecision) -> None:
+        """Create a decision the agent made, then write its status."""
+        self._queue(f"record {decision.metadata.name}", lambda: self._create(decision))
+
+    def finish(self, name: str, status: OOMDecisionStatus) -> None:
+        """Write the outcome of a decision the agent executed (its only writer meanwhile)."""
+        self._queue(f"outcome of {name}", lambda: self._status(name, status))
+
+    def pending(self) -> int:
+        with self._wakeup:
+            return len(self._jobs)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Give queued writes up to `timeout` seconds, then give up on them."""
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify_all()
+        self._thread.join(timeout)
+        with self._wakeup:
+            lost = [what for what, _ in self._jobs]
+            self._jobs.clear()
+            self._wakeup.notify_all()
+        if lost:
+            log.warning("stopping with %d decision writes not done: %s", len(lost),
+                        ", ".join(lost))
+
+    def _queue(self, what: str, job: Callable[[], None]) -> None:
+        with self._wakeup:
+            self._jobs.append((what, job))
+            self._wakeup.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._jobs and not self._stopping:
+                    self._wakeup.wait()
+                if not self._jobs:
+                    return
+                what, job = self._jobs[0]
+            try:
+                job()
+            except UnreachableError as error:
+                log.debug("%s: %s; retrying", what, error)
+                with self._wakeup:
+                    self._wakeup.wait(self._backoff.delay())
+                continue
+            except ApiException as error:
+                log.error("%s: refused (%s %s): %s", what, error.status, error.reason,
+                          error.body)
+            except Exception:  # the thread must outlive one bad write
+                log.exception("%s: dropped", what)
+            self._backoff.reset()
+            with self._wakeup:
+                if self._jobs and self._jobs[0][1] is job:
+                    self._jobs.popleft()
+
+    def _create(self, decision: OOMDecision) -> None:
+        body = decision.wire()
+        status = body.pop("status", None)  # the status subresource ignores it on create
+        try:
+            self.api.create(DECISIONS, body)
+        except ApiException as error:
+            if error.status != 409:  # 409: an earlier attempt created it, unanswered
+                raise
+        if status is not None:
+            self.api.merge_status(DECISIONS, decision.metadata.name, {"status": status})
+
+    def _status(self, name: str, status: OOMDecisionStatus) -> None:
+        self.api.merge_status(DECISIONS, name, {"status": status.wire()})

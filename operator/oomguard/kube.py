@@ -22,16 +22,27 @@ REPORTS, DECISIONS = "nodememoryreports", "oomdecisions"
 EVENT_SOURCE = "oomguard"
 
 
-def api_client(*, server: str | None = None, kubeconfig: Path | None = None) -> client.ApiClient:
-    """An API client for `server` (tests), the in-cluster service account, or a kubeconfig."""
+def api_client(*, server: str | None = None, kubeconfig: Path | None = None,
+               user_agent: str = "oomguard", retries: int | None = None) -> client.ApiClient:
+    """A client for `server` (tests, kubectl proxy), else the pod's service account, else
+    a kubeconfig. `retries=0` for callers that retry with their own backoff (the agent:
+    a claim on the kill path must not wait through urllib3's default connect retries)."""
     if server is not None:
-        return client.ApiClient(client.Configuration(host=server))
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(kubeconfig) if kubeconfig else None)
-    return client.ApiClient()
+        configuration = client.Configuration(host=server)
+    else:
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig) if kubeconfig else None,
+                client_configuration=configuration)
+    if retries is not None:
+        configuration.retries = retries
+    api = client.ApiClient(configuration)
+    api.user_agent = user_agent
+    return api
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from oomguard import kube
 from oomguard.api import GROUP, VERSION
 
 log = logging.getLogger(__name__)
@@ -39,23 +40,9 @@ class UnreachableError(Exception):
 
 def api_client(*, server: str | None = None, kubeconfig: Path | None = None,
                user_agent: str = "oomguard-agent") -> client.ApiClient:
-    """A client for `server` (tests, kubectl proxy), else the pod's service account, else
-    a kubeconfig. It does not retry by itself: the agent retries with backoff, and a claim
-    on the kill path must not wait through the urllib3 default's four connect timeouts."""
-    if server is not None:
-        configuration = client.Configuration(host=server)
-    else:
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig) if kubeconfig else None,
-                client_configuration=configuration)
-    configuration.retries = 0
-    api = client.ApiClient(configuration)
-    api.user_agent = user_agent
-    return api
+    """The agent's client: no retries of its own (the agent retries with backoff)."""
+    return kube.api_client(server=server, kubeconfig=kubeconfig, user_agent=user_agent,
+                           retries=0)
 
 
 class Health:

@@ -1,0 +1,70 @@
+"""The whole loop, over HTTP, on a real cgroup v1 node: the agent reports pressure, the
+real kopf operator decides, the agent kills the whole right group and records the outcome,
+and Events tell the story."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import kopf
+from agent_harness import DECISIONS, NODE, POLICIES, config, running_agent, seed_node
+
+from oomguard.api import GROUP, VERSION
+from oomguard.controller import Decider, register
+from oomguard.kube import Cluster
+from oomguard.sandbox import SandboxNode
+
+from support import OPERATOR_TOKEN, ClusterEmulator, running_operator
+
+POLICY = {
+    "apiVersion": f"{GROUP}/{VERSION}", "kind": "OOMPolicy", "metadata": {"name": "loop"},
+    "spec": {"thresholds": {"memoryAvailable": {"soft": "60%", "hard": "30%"}},
+             "reclaimTo": "65%", "actions": {"soft": "Kill", "hard": "Kill"}},
+}
+
+
+def _priority(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OOMPriority",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def _finished(emulator: ClusterEmulator) -> list[dict[str, Any]] | None:
+    done = [d for d in emulator.read_all(DECISIONS)
+            if d.get("status", {}).get("phase") in ("Completed", "Failed")]
+    return done or None
+
+
+async def test_report_decide_kill_record(emulator: ClusterEmulator, node: SandboxNode) -> None:
+    etl = [node.add_pod(f"etl-{i}", "batch", owner=("Job", "etl")) for i in range(2)]
+    db = node.add_pod("db-0", "shop", labels={"app": "db"})
+    seed_node(emulator, [*etl, db], policy=None)
+    emulator.store(POLICIES, POLICY)
+    emulator.store(f"{GROUP}/{VERSION}/oompriorities",
+                   _priority("batch", "etl", priority=-100, group={"by": "Workload"}))
+    emulator.store(f"{GROUP}/{VERSION}/oompriorities",
+                   _priority("shop", "db", priority=900,
+                             podSelector={"matchLabels": {"app": "db"}}))
+    idle = node.start(etl[0], "anon", 8)
+    database = node.start(db, "anon", 40)
+
+    registry = kopf.OperatorRegistry()
+    register(registry, Decider(Cluster(emulator.api_client(token=OPERATOR_TOKEN))))
+    async with (running_operator(emulator.server_url, registry, token=OPERATOR_TOKEN),
+                running_agent(config(node, act_alone_after=60.0), emulator.server_url)):
+        node.start(etl[1], "grow:100", 120)  # the leak: Soft pressure within a second
+        [decision] = await emulator.wait_for(lambda: _finished(emulator), timeout=30)
+
+    spec, status = decision["spec"], decision["status"]
+    assert (spec["decidedBy"], spec["action"], spec["nodeName"]) == ("operator", "Kill", NODE)
+    assert [v["name"] for v in spec["victims"]] == ["batch/Job/etl"]
+    assert status["phase"] == "Completed"
+    assert {(v["name"], v["outcome"]) for v in status["victims"]} == {
+        ("etl-0", "Killed"), ("etl-1", "Killed")}
+    assert status["reclaimedBytes"] > 0
+    assert idle.wait(timeout=5) == -signal.SIGKILL  # the small idle pod too: whole group
+    assert database.poll() is None
+    assert node.kernel_oom_kills() == 0
+    reasons = {(e["involvedObject"]["name"], e["reason"]) for e in emulator.read_all("v1/events")}
+    assert {("etl-0", "OOMGuardVictim"), ("etl-1", "OOMGuardVictim"),
+            (NODE, "OOMGuardDecision")} <= reasons

@@ -68,3 +68,41 @@ async def test_report_decide_kill_record(emulator: ClusterEmulator, node: Sandbo
     reasons = {(e["involvedObject"]["name"], e["reason"]) for e in emulator.read_all("v1/events")}
     assert {("etl-0", "OOMGuardVictim"), ("etl-1", "OOMGuardVictim"),
             (NODE, "OOMGuardDecision")} <= reasons
+
+
+async def test_operator_restarted_mid_decision_kills_nothing_twice(
+    emulator: ClusterEmulator, node: SandboxNode
+) -> None:
+    """The first operator records a decision and stops before any agent acted; the second
+    finds it in flight and decides nothing new; the agent executes it once."""
+    etl = [node.add_pod(f"etl-{i}", "batch", owner=("Job", "etl")) for i in range(2)]
+    db = node.add_pod("db-0", "shop", labels={"app": "db"})
+    seed_node(emulator, [*etl, db], policy=None)
+    emulator.store(POLICIES, POLICY)
+    emulator.store(f"{GROUP}/{VERSION}/oompriorities",
+                   _priority("batch", "etl", priority=-100, group={"by": "Workload"}))
+    node.start(etl[0], "anon", 8)
+    node.start(db, "anon", 40)
+    node.start(etl[1], "anon", 120)
+    capacity = 256 * 2**20
+    emulator.store(f"{GROUP}/{VERSION}/nodememoryreports", {  # as the agent last wrote it
+        "metadata": {"name": NODE},
+        "status": {"node": {"capacityBytes": capacity, "availableBytes": 60 * 2**20},
+                   "pods": [{"uid": p.uid, "usage": {"anonBytes": b * 2**20}}
+                            for p, b in ((etl[0], 8), (etl[1], 120), (db, 40))]}})
+
+    def operator(token: str) -> Any:
+        registry = kopf.OperatorRegistry()
+        register(registry, Decider(Cluster(emulator.api_client(token=token))))
+        return running_operator(emulator.server_url, registry, token=token)
+
+    async with operator(OPERATOR_TOKEN):
+        await emulator.wait_for(lambda: [d for d in emulator.read_all(DECISIONS)
+                                         if d.get("status", {}).get("phase") == "Pending"])
+    async with (operator(OPERATOR_TOKEN),
+                running_agent(config(node, act_alone_after=60.0), emulator.server_url)):
+        [decision] = await emulator.wait_for(lambda: _finished(emulator), timeout=30)
+    assert len(emulator.read_all(DECISIONS)) == 1
+    assert sorted(v["outcome"] for v in decision["status"]["victims"]) == ["Killed", "Killed"]
+    kills = [c for c in emulator.calls if c.rbac == ("create", GROUP, "oomdecisions", "")]
+    assert len(kills) == 1

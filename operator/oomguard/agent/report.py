@@ -30,8 +30,6 @@ from oomguard.api import API_VERSION, NodeMemory, NodeMemoryReportStatus, PodMem
 log = logging.getLogger(__name__)
 
 REPORTS = "nodememoryreports"
-FRESH_SECONDS = 0.5
-"""Pod detail older than this is read again before a full write."""
 REST_TICK = 1.0
 """How often the writer looks at rest: a plan costs nothing, a scan is every scan_seconds."""
 SUMMARY_FIELDS = {"node", "observed_time", "heartbeat_time", "pressure"}
@@ -67,6 +65,7 @@ class ReportWriter:
         self._publisher = Publisher(self.policy)
         self._latest: Observation | None = None
         self._pods: list[PodMemory] = []
+        self._pods_memory: NodeMemory | None = None
         self._pods_read: tuple[float, datetime] | None = None
         self._exists = False
         self._last_write = float("-inf")
@@ -122,9 +121,8 @@ class ReportWriter:
         if self._pods_read is None or now - self._pods_read[0] >= self.scan_seconds:
             self._read_pods(now)
         write = self._publisher.plan(now, latest.pressure, self._usage())
-        if write == "full" and self._pods_read is not None and \
-                now - self._pods_read[0] > FRESH_SECONDS:
-            self._read_pods(now)
+        if write == "full" and self._pods_read is not None and now > self._pods_read[0]:
+            self._read_pods(now)  # the operator decides from it: node and pods of one read
         if write != "none":
             try:
                 self._write(write, latest)
@@ -150,14 +148,18 @@ class ReportWriter:
         return {p.uid: p.usage.unreclaimable_bytes for p in self._pods}
 
     def _read_pods(self, now: float) -> None:
-        self._pods = self.reader.read().pods
+        sample = self.reader.read()
+        self._pods, self._pods_memory = sample.pods, sample.memory
         self._pods_read = (now, self.clock.now())
 
     def _write(self, write: Write, latest: Observation) -> None:
         if not self._exists:
             self._create()
+        # A full write carries node and pods measured together: available memory newer
+        # than the pods would make a growing pod look small against the need.
+        memory = self._pods_memory if write == "full" and self._pods_memory else latest.memory
         status = NodeMemoryReportStatus(
-            node=latest.memory, observed_time=latest.at, heartbeat_time=self.clock.now(),
+            node=memory, observed_time=latest.at, heartbeat_time=self.clock.now(),
             pressure=latest.pressure, heartbeat_seconds=self.policy.heartbeat_seconds,
             agent_version=__version__,
             pods_observed_time=self._pods_read[1] if self._pods_read else None)

@@ -31,10 +31,9 @@ def decide(snapshot: Snapshot) -> Outcome:
     members: list[tuple[Pod, PodPriority, str]] = []
     elsewhere: list[tuple[Pod, str]] = []
     releasing = 0
-    known: set[str] = set()
+    settings = resolution.by_pod
     for pod in s.pods:
-        known.add(pod.uid)
-        setting = resolution.by_pod.get(pod.uid, DEFAULT_PRIORITY)
+        setting = settings.get(pod.uid, DEFAULT_PRIORITY)
         reason = exclusion(pod, ctx)
         if reason is None:
             members.append((pod, setting, group_name(pod, setting, workloads)))
@@ -46,6 +45,7 @@ def decide(snapshot: Snapshot) -> Outcome:
             releasing += usage.get(pod.uid, 0)
         elif reason.reason == "NotOnNode" and pod.phase == "Running" and not pod.terminating:
             elsewhere.append((pod, group_name(pod, setting, workloads)))
+    known = {pod.uid for pod in s.pods}
     excluded.extend(
         Exclusion(p.uid, p.uid, UNKNOWN_POD, "pod cgroup on the node with no known Pod object")
         for p in s.usage

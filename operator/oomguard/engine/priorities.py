@@ -16,6 +16,7 @@ from oomguard.api.policy import Tenant
 from oomguard.engine.model import Pod, PodPriority, PriorityReport
 
 DEFAULT_PRIORITY = PodPriority()
+_UNSEEN = PodPriority(source="(not matched yet)")
 _OPEN_TENANT = Tenant()
 
 
@@ -73,28 +74,34 @@ def resolve(
             effective[namespace, obj.metadata.name] = _effective(obj, tenant)
 
     by_pod: dict[str, PodPriority] = {}
-    matched: dict[tuple[str, str], int] = defaultdict(int)
     overlaps: dict[tuple[str, str], set[str]] = defaultdict(set)
-    # Pods of one workload share their labels: match each distinct label set once.
-    winners: dict[tuple[str, tuple[tuple[str, str], ...]], str | None] = {}
+    # Pods of one workload share their labels: match each distinct label set once, and
+    # count the pods per label set rather than per object.
+    winners: dict[tuple[str, tuple[tuple[str, str], ...]], PodPriority | None] = {}
+    pods_per_set: dict[tuple[str, tuple[tuple[str, str], ...]], int] = defaultdict(int)
     for pod in pods:
         in_namespace = by_namespace.get(pod.namespace)
         if not in_namespace:
             continue
         label_set = (pod.namespace, tuple(pod.labels.items()))
-        if label_set in winners:
-            winner = winners[label_set]
-        else:
+        winner = winners.get(label_set, _UNSEEN)
+        if winner is _UNSEEN:
             selecting = [o.metadata.name for o in in_namespace
                          if o.spec.pod_selector.matches(pod.labels)]
-            winner = winners[label_set] = selecting[0] if selecting else None
+            winner = winners[label_set] = (
+                effective[pod.namespace, selecting[0]] if selecting else None)
             if len(selecting) > 1:
                 names = set(selecting)
                 for name in names:
                     overlaps[pod.namespace, name] |= names - {name}
         if winner is not None:
-            by_pod[pod.uid] = effective[pod.namespace, winner]
-            matched[pod.namespace, winner] += 1
+            by_pod[pod.uid] = winner
+            pods_per_set[label_set] += 1
+    matched: dict[tuple[str, str], int] = defaultdict(int)
+    for label_set, count in pods_per_set.items():
+        setting = winners[label_set]
+        assert setting is not None and setting.source is not None
+        matched[label_set[0], setting.source] += count
 
     reports = []
     for namespace, objs in sorted(by_namespace.items()):

@@ -30,6 +30,7 @@ demo: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/operator_load.py
 	$(BIN)/python bench/agent_overhead.py
 	$(BIN)/python bench/arena.py
 

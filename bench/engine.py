@@ -221,13 +221,13 @@ def build_snapshot(pod_count: int, hierarchy: str, seed: int = 2017) -> Snapshot
 
 def time_decide(snapshot: Snapshot, runs: int, warmup: int) -> list[float]:
     """Milliseconds per decide(), garbage collector on. The snapshot's objects are frozen
-    out of collection first (gc.freeze), as long-lived caches are in the operator and the
-    agent after they load: otherwise every full collection during a decision walks the
-    whole cluster's objects, which costs the caller's heap, not the ranking."""
+    out of collection first (gc.freeze), as long-lived caches should be once loaded (the
+    operator does not do so yet): otherwise every full collection during a decision walks
+    the whole cluster's objects, which costs the caller's heap, not the ranking."""
     for _ in range(warmup):
         decide(snapshot)
     gc.collect()
-    gc.freeze()  # the snapshot is long-lived, as the operator's indices are: see docstring
+    gc.freeze()  # the snapshot is long-lived: see the docstring
     samples = []
     for _ in range(runs):
         start = time.perf_counter_ns()

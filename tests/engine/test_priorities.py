@@ -22,6 +22,22 @@ def test_match_labels_and_expressions() -> None:
     assert r.reports[0].matched_pods == 1
 
 
+def test_pods_are_told_apart_by_the_labels_selectors_read_even_when_absent() -> None:
+    """Matching is done once per combination of the values of the keys the selectors read:
+    pods differing only in other labels share a result, a missing key is not a value."""
+    plain = pod("web-1", "shop", labels={"app": "web", "pod-template-hash": "a"})
+    sibling = pod("web-2", "shop", labels={"app": "web", "pod-template-hash": "b"})
+    canary = pod("web-3", "shop", labels={"app": "web", "canary": ""})
+    no_app = pod("other", "shop", labels={"pod-template-hash": "a"})
+    obj = priority("stable", "shop", priority=5, podSelector={
+        "matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db"]},
+                             {"key": "canary", "operator": "DoesNotExist"}],
+    })
+    r = resolve([canary, plain, no_app, sibling], [obj], {}, policy())
+    assert set(r.by_pod) == {plain.uid, sibling.uid, no_app.uid}
+    assert r.reports[0].matched_pods == 3
+
+
 def test_overlap_most_specific_wins_then_name_and_is_reported_on_all() -> None:
     p = pod("web", labels={"app": "web", "team": "x"})
     broad = priority("a-broad", priority=1)

@@ -40,6 +40,14 @@ def tenant_for(
     return _OPEN_TENANT
 
 
+def _read_keys(objs: Iterable[OOMPriority]) -> tuple[str, ...]:
+    """The label keys that any of these objects' pod selectors reads."""
+    return tuple(sorted(
+        {key for o in objs for key in o.spec.pod_selector.match_labels}
+        | {req.key for o in objs for req in o.spec.pod_selector.match_expressions}
+    ))
+
+
 def _effective(obj: OOMPriority, tenant: Tenant) -> PodPriority:
     spec = obj.spec
     preference = spec.preference
@@ -75,15 +83,18 @@ def resolve(
 
     by_pod: dict[str, PodPriority] = {}
     overlaps: dict[tuple[str, str], set[str]] = defaultdict(set)
-    # Pods of one workload share their labels: match each distinct label set once, and
-    # count the pods per label set rather than per object.
-    winners: dict[tuple[str, tuple[tuple[str, str], ...]], PodPriority | None] = {}
-    pods_per_set: dict[tuple[str, tuple[tuple[str, str], ...]], int] = defaultdict(int)
+    # Selectors read few label keys, and the pods of a workload agree on them: match each
+    # distinct combination of the values of those keys once (None: absent), and count the
+    # pods per combination rather than per object.
+    read_keys = {namespace: _read_keys(objs) for namespace, objs in by_namespace.items()}
+    winners: dict[tuple[str, tuple[str | None, ...]], PodPriority | None] = {}
+    pods_per_set: dict[tuple[str, tuple[str | None, ...]], int] = defaultdict(int)
     for pod in pods:
-        in_namespace = by_namespace.get(pod.namespace)
-        if not in_namespace:
+        keys = read_keys.get(pod.namespace)
+        if keys is None:
             continue
-        label_set = (pod.namespace, tuple(pod.labels.items()))
+        in_namespace = by_namespace[pod.namespace]
+        label_set = (pod.namespace, tuple(map(pod.labels.get, keys)))
         winner = winners.get(label_set, _UNSEEN)
         if winner is _UNSEEN:
             selecting = [o.metadata.name for o in in_namespace

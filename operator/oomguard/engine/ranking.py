@@ -78,10 +78,10 @@ RANKINGS: dict[str, tuple[Rule, ...]] = {
 }
 
 
-def _keyed(groups: Iterable[Group], rules: tuple[Rule, ...]) -> list[tuple[tuple[Any, ...], Group]]:
-    return sorted(
-        ((tuple(rule.key(g) for rule in rules), g) for g in groups), key=lambda kg: kg[0]
-    )
+def _keyed(groups: list[Group], rules: tuple[Rule, ...]) -> list[tuple[tuple[Any, ...], Group]]:
+    """Groups with their keys, sorted; keys computed rule by rule (a column at a time)."""
+    keys = zip(*(map(rule.key, groups) for rule in rules), strict=True)
+    return sorted(zip(keys, groups, strict=True), key=lambda kg: kg[0])
 
 
 def _namespace_key(usage: int, allowance: int, name: str) -> tuple[int, int, int, str]:

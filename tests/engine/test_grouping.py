@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from oomguard.api import MemoryUsage, PodMemory
-from oomguard.engine import decide
+from oomguard.engine import Pod, decide
+from oomguard.engine.grouping import Workloads, may_join
 
 from builders import Gi, Mi, owned, owner, pod, priority, snapshot
 
@@ -74,3 +77,37 @@ def test_usage_counts_only_what_the_kernel_cannot_reclaim() -> None:
     s = snapshot([], extra_usage=[u])
     s = type(s)(**{**s.__dict__, "pods": [p]})
     assert _groups(s)["default/p"].usage_bytes == 130
+
+
+ELSEWHERE = {"node_name": "node-b"}
+WORKLOAD_OWNERS = {o.uid: o for o in [
+    owner("ReplicaSet", "web-1", "shop", parent=("Deployment", "web")),
+    owner("ReplicaSet", "web-2", "shop", parent=("Deployment", "web")),
+    owner("Deployment", "web", "shop"),
+]}
+
+
+@pytest.mark.parametrize(("elsewhere", "joins"), [
+    (owned("web-2-x", "shop", "ReplicaSet", "web-2", **ELSEWHERE), True),  # other revision
+    (owned("api-x", "shop", "ReplicaSet", "api-1", **ELSEWHERE), False),  # other workload
+    (owned("web-2-y", "blog", "ReplicaSet", "web-2", **ELSEWHERE), False),  # other namespace
+    (pod("etl-x", "shop", labels={"app": "etl"}, **ELSEWHERE), True),  # same label value
+    (pod("etl-y", "shop", labels={"app": "report"}, **ELSEWHERE), False),  # other value
+    (pod("etl-z", "shop", **ELSEWHERE), False),  # unlabelled
+    (pod("etl-w", "blog", labels={"app": "etl"}, **ELSEWHERE), False),  # other namespace
+])
+def test_may_join_finds_the_members_of_victim_groups_on_other_nodes(
+    elsewhere: Pod, joins: bool
+) -> None:
+    """The operator's cheap filter for pods on other nodes: a Workload group's pods of any
+    revision, a Label group's pods with the same value, in the group's namespace."""
+    here = [owned("web-1-a", "shop", "ReplicaSet", "web-1"),
+            pod("etl-a", "shop", labels={"app": "etl"})]
+    groups = _groups(snapshot([(p, 1 * Gi) for p in here], owners=WORKLOAD_OWNERS, priorities=[
+        priority("web", "shop", group={"by": "Workload"}),
+        priority("etl", "shop", group={"by": "Label", "label": "app"},
+                 podSelector={"matchLabels": {"app": "etl"}}),
+    ]))
+    assert sorted(groups) == ["shop/Deployment/web", "shop/app=etl"]
+    member = may_join(groups.values(), Workloads(WORKLOAD_OWNERS))
+    assert member(elsewhere) is joins

@@ -24,7 +24,7 @@ def run(*, server: str | None = None, peering: str | None = None,
     (kopf peering); without, this process acts alone. `/metrics` on `metrics_port`."""
     registry = kopf.OperatorRegistry()
     decider = Decider(Cluster(api_client(server=server)))
-    register(registry, decider)
+    register(registry, decider, freeze_caches=True)
     if metrics_port is not None:
         prometheus_client.start_http_server(metrics_port, registry=decider.metrics.registry)
     if server is not None:

@@ -10,6 +10,7 @@ with timers: a decision could then not be deleted while the operator is away).
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import kopf
@@ -29,8 +30,12 @@ from oomguard.kube import DECISIONS, REPORTS
 
 
 def register(registry: kopf.OperatorRegistry, decider: Decider,
-             options: Options | None = None) -> None:
-    """Add oomguard's handlers to `registry` (one registry per operator instance)."""
+             options: Options | None = None, *, freeze_caches: bool = False) -> None:
+    """Add oomguard's handlers to `registry` (one registry per operator instance).
+
+    With `freeze_caches` (the operator process; not tests sharing one interpreter), the
+    loaded indices are moved out of the garbage collector's generations once: otherwise
+    each full collection walks the whole cluster's objects (pauses of 100 ms and more)."""
     housekeeper = Housekeeper(decider.cluster, options or Options())
 
     def index(*resource: str, id: str) -> Any:
@@ -48,7 +53,14 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
     index("v1", "nodes", id="nodes")(lambda name, labels, **_: {name: dict(labels)})
     index(GROUP, VERSION, DECISIONS, id="decisions")(lambda body, **_: index_decision(body))
 
+    frozen = not freeze_caches
+
     def view(indices: dict[str, Any]) -> ClusterView:
+        nonlocal frozen
+        if not frozen:  # kopf calls no handler before every index has its initial listing
+            gc.collect()
+            gc.freeze()
+            frozen = True
         return ClusterView(
             pods=indices["pods"],
             owners=(indices["replicasets"], indices["jobs"]),

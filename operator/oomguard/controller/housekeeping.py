@@ -11,7 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from oomguard.api import OOMDecision, OOMPolicy, OOMPriority
-from oomguard.controller.statuses import expired, policy_status, priority_status
+from oomguard.controller.statuses import (
+    expired,
+    namespace_reports,
+    policy_status,
+    priority_status,
+)
 from oomguard.controller.view import ALL, ClusterView
 from oomguard.kube import Cluster
 
@@ -73,12 +78,13 @@ class Housekeeper:
             await self._write("policy", "", policy, status)
         for namespace, store in view.priorities.items():
             siblings: list[OOMPriority] = list(store)
-            labels: dict[str, str] = next(iter(view.namespaces.get(namespace, ())), {})
+            reports = namespace_reports(
+                namespace, pods=view.pods.get(("ns", namespace), ()), objs=siblings,
+                labels=next(iter(view.namespaces.get(namespace, ())), {}), policies=policies)
             for obj in siblings:
-                status = priority_status(
-                    obj, pods=view.pods.get(("ns", namespace), ()), siblings=siblings,
-                    namespaces={namespace: labels}, policies=policies,
-                    previous=self._previous("priority", namespace, obj), now=now)
+                status = priority_status(obj, reports[obj.metadata.name],
+                                         previous=self._previous("priority", namespace, obj),
+                                         now=now)
                 await self._write("priority", namespace, obj, status)
 
     async def _retention(self, view: ClusterView) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from oomguard.api import OOMDecision, OOMPolicy, OOMPriority
 from oomguard.api.meta import Condition
 from oomguard.engine import Pod
+from oomguard.engine.model import PriorityReport
 from oomguard.engine.pressure import select_policy
 from oomguard.engine.priorities import resolve
 
@@ -30,13 +31,19 @@ def _condition(kind: str, ok: bool, reason: str, message: str, *, generation: in
                      observed_generation=generation, last_transition_time=moment).wire()
 
 
-def priority_status(obj: OOMPriority, *, pods: Iterable[Pod], siblings: Iterable[OOMPriority],
-                    namespaces: Mapping[str, Mapping[str, str]], policies: list[OOMPolicy],
-                    previous: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """Matched pods, effective priority and preference, clamps and overlaps."""
+def namespace_reports(namespace: str, *, pods: Iterable[Pod], objs: Iterable[OOMPriority],
+                      labels: Mapping[str, str],
+                      policies: list[OOMPolicy]) -> dict[str, PriorityReport]:
+    """What the engine makes of a namespace's OOMPriority objects, by object name: resolved
+    together, as overlaps are between siblings."""
     policy = select_policy(policies, CLUSTER_WIDE, {})
-    resolution = resolve(pods, list(siblings), namespaces, policy)
-    mine = next(r for r in resolution.reports if r.name == obj.metadata.name)
+    resolution = resolve(pods, list(objs), {namespace: labels}, policy)
+    return {r.name: r for r in resolution.reports}
+
+
+def priority_status(obj: OOMPriority, mine: PriorityReport, *, previous: Mapping[str, Any],
+                    now: datetime) -> dict[str, Any]:
+    """Matched pods, effective priority and preference, clamps and overlaps."""
     generation = obj.metadata.generation
     conditions = previous.get("conditions", [])
     clamp = (f"priority {mine.clamped_from} is above the tenant's maximum; "

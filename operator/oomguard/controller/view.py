@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from oomguard.api import NodeMemoryReport, OOMDecision, OOMPolicy, OOMPriority
-from oomguard.engine import Owner, Pod, Snapshot
+from oomguard.engine import Group, Owner, Pod, Snapshot
+from oomguard.engine.grouping import Workloads, may_join
 from oomguard.manifests import owner_from_manifest, pod_from_manifest
 
 ALL = "all"
@@ -74,14 +75,24 @@ class ClusterView:
     recent: Mapping[str, OOMDecision] = field(default_factory=dict)
     """Decisions this operator made that its decisions index may not show yet."""
 
-    def snapshot(self, report: NodeMemoryReport, now: datetime) -> Snapshot:
+    def snapshot(self, report: NodeMemoryReport, now: datetime,
+                 joining: Collection[Group] = ()) -> Snapshot:
+        """The node's pods, and the pods on other nodes that may be members of the groups
+        `joining`.
+
+        Those are only needed to find the members of victim groups that span nodes, out of
+        namespaces that may hold thousands of pods: the operator decides on the node's pods
+        first, then once more with the victims' members elsewhere (which cannot change the
+        victims: pods elsewhere join groups, they do not count in their usage)."""
         assert report.status is not None
         node = report.metadata.name
         on_node = list(self.pods.get(("node", node), ()))
         namespaces = {p.namespace for p in on_node}
+        owners = OwnerLookup(self.owners)
+        member = may_join(joining, Workloads(owners))
         elsewhere = [
-            p for ns in sorted(namespaces) for p in self.pods.get(("ns", ns), ())
-            if p.node_name != node
+            p for ns in sorted({g.namespace for g in joining})
+            for p in self.pods.get(("ns", ns), ()) if p.node_name != node and member(p)
         ]
         decisions = {d.metadata.name: d for d in self.decisions.get(node, ())}
         recent = self.recent.get(node)
@@ -95,7 +106,7 @@ class ClusterView:
             now=now,
             node_labels=_only(self.nodes.get(node, ())) or {},
             namespaces={ns: _only(self.namespaces.get(ns, ())) or {} for ns in namespaces},
-            owners=OwnerLookup(self.owners),
+            owners=owners,
             policies=list(self.policies.get(ALL, ())),
             priorities=[p for ns in namespaces for p in self.priorities.get(ns, ())],
             decisions=list(decisions.values()),
@@ -110,11 +121,20 @@ class OwnerLookup(Mapping[str, Owner]):
         self._indices = list(indices)
 
     def __getitem__(self, uid: str) -> Owner:
+        found = self.get(uid)
+        if found is None:
+            raise KeyError(uid)
+        return found
+
+    def get(self, uid: str, default: Owner | None = None) -> Owner | None:  # type: ignore[override]
+        """Without a KeyError raised and caught per miss, as Mapping.get would: the
+        engine asks for every top-level controller, which no index holds."""
         for index in self._indices:
-            found: Owner | None = _only(index.get(uid, ()))
-            if found is not None:
+            store = index.get(uid)
+            if store:
+                found: Owner = _only(store)
                 return found
-        raise KeyError(uid)
+        return default
 
     def __iter__(self) -> Iterator[str]:
         return (uid for index in self._indices for uid in index)

@@ -7,7 +7,7 @@ the most protective (Never, then Avoid, then none, then Prefer).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from oomguard.api import parse_quantity
 from oomguard.engine.model import Group, Owner, OwnerRef, Pod, PodPriority
@@ -28,8 +28,8 @@ class Workloads:
         if cached is not None:
             return cached
         top, seen = ref, {ref.uid}
-        while top.uid in self._owners:
-            parent = self._owners[top.uid].controller
+        while (owner := self._owners.get(top.uid)) is not None:
+            parent = owner.controller
             if parent is None or parent.uid in seen:
                 break
             seen.add(parent.uid)
@@ -51,6 +51,28 @@ def group_name(pod: Pod, setting: PodPriority, workloads: Workloads) -> str:
     return f"{pod.namespace}/{pod.name}"
 
 
+def may_join(groups: Iterable[Group], workloads: Workloads) -> Callable[[Pod], bool]:
+    """A cheap test for the pods that may be members of `groups` on other nodes: those of
+    the same top-level controller as a Workload group, or with the label value of a Label
+    group (a pod's own settings then decide whether it is grouped so)."""
+    tops: set[tuple[str, str]] = set()
+    labels: set[tuple[str, str, str]] = set()
+    for g in groups:
+        first = g.pods[0]
+        if g.group_by == "Workload" and first.controller is not None:
+            tops.add((g.namespace, workloads.top(first.controller).uid))
+        elif g.group_by == "Label" and g.group_label:
+            labels.add((g.namespace, g.group_label, first.labels.get(g.group_label, "")))
+    label_keys = {key for _, key, _ in labels}
+
+    def test(pod: Pod) -> bool:
+        if any((pod.namespace, key, pod.labels.get(key, "")) in labels for key in label_keys):
+            return True
+        return bool(tops) and pod.controller is not None and (
+            (pod.namespace, workloads.top(pod.controller).uid) in tops)
+    return test
+
+
 def build_groups(
     members: Iterable[tuple[Pod, PodPriority, str]],
     usage: Mapping[str, int],
@@ -64,6 +86,7 @@ def build_groups(
         if group is None:
             group = groups[name] = Group(
                 name=name, namespace=pod.namespace, group_by=setting.group_by, pods=[],
+                group_label=setting.group_label,
                 preference="Prefer", created=pod.created,
             )
         group.pods.append(pod)

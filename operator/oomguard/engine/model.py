@@ -129,6 +129,7 @@ class Group:
     namespace: str
     group_by: GroupBy
     pods: list[Pod]
+    group_label: str | None = None
     priority: int = -1001
     preference: Preference | None = None
     usage_bytes: int = 0

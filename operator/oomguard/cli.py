@@ -102,7 +102,7 @@ def operator(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     controller.run(server=args.server, peering=args.peering, liveness=args.liveness,
-                   metrics_port=args.metrics_port)
+                   metrics_port=args.metrics_port, priority=args.priority)
     return 0
 
 
@@ -191,6 +191,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peering", help="kopf peering name: replicas elect one active peer")
     p.add_argument("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--priority", type=int,
+                   help="with --peering: this replica's peering priority, the highest acts "
+                   "(default: random, so that replicas of one Deployment differ: kopf pauses "
+                   "every peer when two share the highest priority)")
     p.set_defaults(run=operator)
 
     p = commands.add_parser("demo", help=demo.__doc__, description=demo.__doc__)

@@ -394,3 +394,40 @@ async def test_operator_command_serves_metrics_and_liveness(emulator: ClusterEmu
     assert 'oomguard_decisions_total{action="Kill",mode="Enforce"} 1.0' in text
     assert 'oomguard_nodes_under_pressure{pressure="Soft"} 1.0' in text
     assert "oomguard_decision_latency_seconds_count 1.0" in text
+
+
+async def test_replicas_of_one_deployment_elect_one_active_peer(
+    emulator: ClusterEmulator
+) -> None:
+    """Two `oomguard operator --peering` processes with the same arguments, as a
+    Deployment's replicas run: their default priorities differ (kopf pauses every peer
+    when two share the highest), so exactly one decides."""
+    emulator.store("kopf.dev/v1/clusterkopfpeerings", {"metadata": {"name": "oomguard"}})
+    probes = [f"http://127.0.0.1:{_free_port()}/healthz" for _ in range(2)]
+    replicas = [await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "oomguard", "operator", "--server", emulator.server_url,
+        "--peering", "oomguard", "--liveness", probe,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for probe in probes]
+    try:
+        async with asyncio.timeout(30):
+            for probe in probes:
+                while (await _get(probe))[0] != 200:
+                    await asyncio.sleep(0.05)  # polling a port that is not open yet
+        peers = await emulator.wait_for(lambda: (emulator.read(
+            "kopf.dev/v1/clusterkopfpeerings", None, "oomguard") or {}).get("status")
+            if len((emulator.read("kopf.dev/v1/clusterkopfpeerings", None, "oomguard")
+                    or {}).get("status") or {}) == 2 else None, timeout=30)
+        assert len({p["priority"] for p in peers.values()}) == 2
+        seed_node(emulator)
+        api = Api(emulator)
+        await priorities(api, actions={"soft": "Kill"})
+        await api.create(report(500 * Mi, USAGE))
+        await emulator.wait_for(lambda: decisions(emulator) or None, timeout=30)
+        assert all(replica.returncode is None for replica in replicas)
+    finally:
+        for replica in replicas:
+            replica.terminate()
+        for replica in replicas:
+            await asyncio.wait_for(replica.wait(), 30)
+    assert len(emulator.read_all(DECISIONS)) == 1

@@ -70,6 +70,49 @@ async def test_report_decide_kill_record(emulator: ClusterEmulator, node: Sandbo
             (NODE, "OOMGuardDecision")} <= reasons
 
 
+async def test_kill_and_evict_kills_here_and_evicts_everywhere(
+    emulator: ClusterEmulator, node: SandboxNode
+) -> None:
+    """KillAndEvict: the agent kills the group's pods on its node at once; then the
+    operator evicts them (so that their controller replaces them) and evicts the member
+    on another node, which no agent of this node may kill."""
+    etl = [node.add_pod(f"etl-{i}", "batch", owner=("Job", "etl")) for i in range(2)]
+    db = node.add_pod("db-0", "shop", labels={"app": "db"})
+    seed_node(emulator, [*etl, db], policy=None)
+    there = etl[0].manifest()
+    there["metadata"].update(name="etl-2", uid="uid-etl-2-on-node-b")
+    there["spec"]["nodeName"] = "node-b"
+    emulator.store("v1/pods", there)
+    emulator.store(POLICIES, {**POLICY, "spec": {
+        **POLICY["spec"], "actions": {"soft": "KillAndEvict", "hard": "KillAndEvict"}}})
+    emulator.store(f"{GROUP}/{VERSION}/oompriorities",
+                   _priority("batch", "etl", priority=-100, group={"by": "Workload"}))
+    idle = node.start(etl[0], "anon", 8)
+    node.start(db, "anon", 40)
+
+    registry = kopf.OperatorRegistry()
+    register(registry, Decider(Cluster(emulator.api_client(token=OPERATOR_TOKEN))))
+    async with (running_operator(emulator.server_url, registry, token=OPERATOR_TOKEN),
+                running_agent(config(node, act_alone_after=60.0), emulator.server_url)):
+        node.start(etl[1], "grow:100", 120)
+        [decision] = await emulator.wait_for(lambda: [
+            d for d in _finished(emulator) or ()
+            if any(c["type"] == "Evicted" for c in d["status"].get("conditions", []))
+        ] or None, timeout=30)
+
+    assert decision["spec"]["action"] == "KillAndEvict"
+    assert {(v["name"], v["outcome"]) for v in decision["status"]["victims"]} == {
+        ("etl-0", "Killed"), ("etl-1", "Killed"), ("etl-2", "Evicted")}
+    assert idle.wait(timeout=5) == -signal.SIGKILL
+    evicted = {c.name for c in emulator.calls if c.rbac[2:] == ("pods", "eviction")}
+    assert evicted == {"etl-0", "etl-1", "etl-2"}
+    for name in ("etl-0", "etl-1", "etl-2"):
+        pod = emulator.read("v1/pods", "batch", name)
+        assert pod is None or pod["metadata"].get("deletionTimestamp"), name
+    assert emulator.read("v1/pods", "shop", "db-0") is not None
+    assert node.kernel_oom_kills() == 0
+
+
 async def test_operator_restarted_mid_decision_kills_nothing_twice(
     emulator: ClusterEmulator, node: SandboxNode
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 from typing import Any
 
@@ -19,10 +20,14 @@ __all__ = ["Decider", "Options", "register", "run"]
 
 def run(*, server: str | None = None, peering: str | None = None,
         liveness: str | None = None, metrics_port: int | None = None,
-        stop: threading.Event | None = None) -> None:
+        priority: int | None = None, stop: threading.Event | None = None) -> None:
     """Run the operator until stopped. With `peering`, replicas elect one active peer
-    (kopf peering); without, this process acts alone. `/metrics` on `metrics_port`."""
+    (kopf peering): the one of highest `priority`, random by default, as kopf pauses every
+    peer when two share the highest. Without, this process acts alone. `/metrics` on
+    `metrics_port`."""
     registry = kopf.OperatorRegistry()
+    settings = kopf.OperatorSettings()
+    settings.peering.priority = priority if priority is not None else secrets.randbelow(2**31)
     decider = Decider(Cluster(api_client(server=server)))
     register(registry, decider, freeze_caches=True)
     if metrics_port is not None:
@@ -33,6 +38,6 @@ def run(*, server: str | None = None, peering: str | None = None,
             return kopf.ConnectionInfo(server=server)
 
     asyncio.run(kopf.operator(
-        registry=registry, clusterwide=True, standalone=peering is None,
+        registry=registry, settings=settings, clusterwide=True, standalone=peering is None,
         peering_name=peering, liveness_endpoint=liveness, stop_flag=stop,
     ))

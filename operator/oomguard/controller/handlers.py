@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from oomguard.api import GROUP, VERSION, OOMPolicy, OOMPriority
+from oomguard.controller import kopf_fixes
 from oomguard.controller.deciding import Decider
 from oomguard.controller.housekeeping import Housekeeper, Options
 from oomguard.controller.view import (
@@ -36,6 +37,7 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
     With `freeze_caches` (the operator process; not tests sharing one interpreter), the
     loaded indices are moved out of the garbage collector's generations once: otherwise
     each full collection walks the whole cluster's objects (pauses of 100 ms and more)."""
+    kopf_fixes.apply()
     housekeeper = Housekeeper(decider.cluster, options or Options())
 
     def index(*resource: str, id: str) -> Any:

@@ -97,7 +97,9 @@ class ClusterView:
         decisions = {d.metadata.name: d for d in self.decisions.get(node, ())}
         recent = self.recent.get(node)
         if recent is not None:
-            decisions.setdefault(recent.metadata.name, recent)
+            indexed = decisions.get(recent.metadata.name)
+            if indexed is None or _progress(recent) > _progress(indexed):
+                decisions[recent.metadata.name] = recent
         return Snapshot(
             node=node,
             memory=report.status.node,
@@ -141,6 +143,15 @@ class OwnerLookup(Mapping[str, Owner]):
 
     def __len__(self) -> int:
         return sum(len(index) for index in self._indices)
+
+
+_PHASES = {"Pending": 1, "Executing": 2, "Completed": 3, "Failed": 3, "DryRun": 3}
+
+
+def _progress(decision: OOMDecision) -> int:
+    """How far a decision has come: the index may still hold an older status than the
+    one this operator just wrote, or a newer one the agent wrote."""
+    return _PHASES.get(decision.status.phase, 0) if decision.status is not None else 0
 
 
 def _only(store: Collection[Any]) -> Any:

@@ -36,6 +36,7 @@ bench: $(BIN)/.installed
 
 crds: $(BIN)/.installed
 	$(BIN)/python -m oomguard.api.crd crds
+	$(BIN)/python -m oomguard.api.crd charts/oomguard/crds
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

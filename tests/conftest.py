@@ -1,14 +1,18 @@
-"""Fixtures shared by the end-to-end tests."""
+"""Fixtures shared by the end-to-end tests, and the check that oomguard.permissions lists
+exactly the API calls they make."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
-from oomguard.permissions import AGENT, OPERATOR
+from oomguard.permissions import AGENT, OPERATOR, Permission
 
 from support import AGENT_TOKEN, OPERATOR_TOKEN, ClusterEmulator, running_emulator
+
+LISTS = {OPERATOR_TOKEN: OPERATOR, AGENT_TOKEN: AGENT}
 
 
 @pytest.fixture
@@ -26,7 +30,82 @@ def _calls_are_listed(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     emulator = request.node.funcargs.get("emulator")
     if isinstance(emulator, ClusterEmulator):
-        for token, listed in ((OPERATOR_TOKEN, OPERATOR), (AGENT_TOKEN, AGENT)):
-            unlisted = emulator.used_permissions(token=token) - listed
+        for token, listed in LISTS.items():
+            used = emulator.used_permissions(token=token)
+            _coverage.used[token] |= used
+            unlisted = used - listed
             assert not unlisted, f"{token} API calls missing from oomguard.permissions: " \
                 f"{unlisted}"
+
+
+class _Coverage:
+    """The other direction: every listed permission is used by some end-to-end test, so
+    that the chart's RBAC (which equals the lists) grants nothing that no code uses.
+
+    Only a whole run can tell: the check runs at the end of a session that collected every
+    test file under tests/, selected no test by node id, -k, -m, --lf or the like, and in
+    which every test using the emulator passed (none skipped, e.g. for want of a cgroup
+    sandbox). Otherwise it says in one line why it did not run."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, set[Permission]] = {token: set() for token in LISTS}
+        self.deselected = 0
+        self.collected_files: set[Path] = set()
+        self.e2e: set[str] = set()
+        self.e2e_passed: set[str] = set()
+
+    def why_incomplete(self, session: pytest.Session) -> str:
+        tests = Path(__file__).parent
+        missing = sorted(str(p.relative_to(tests)) for p in tests.rglob("test_*.py")
+                         if p not in self.collected_files)
+        if missing:
+            return f"{len(missing)} test files not collected (e.g. {missing[0]})"
+        if self.deselected:
+            return f"{self.deselected} tests deselected"
+        if any("::" in arg for arg in session.config.args):
+            return "tests selected by node id"
+        if not self.e2e:
+            return "no end-to-end test collected"
+        if left := self.e2e - self.e2e_passed:
+            return f"{len(left)} end-to-end tests did not pass (e.g. {sorted(left)[0]})"
+        return ""
+
+
+_coverage = _Coverage()
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _coverage.deselected += len(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _coverage.collected_files = {Path(item.path) for item in session.items}
+    _coverage.e2e = {item.nodeid for item in session.items
+                     if "emulator" in getattr(item, "fixturenames", ())}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed and report.nodeid in _coverage.e2e:
+        _coverage.e2e_passed.add(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    why = _coverage.why_incomplete(session)
+    if why:
+        lines = [f"permissions coverage: not checked ({why}); it needs the whole test suite"]
+    else:
+        unused = {token: sorted(LISTS[token] - _coverage.used[token]) for token in LISTS}
+        lines = [f"permissions coverage: listed in oomguard.permissions, never used by "
+                 f"{token}: {perm}" for token, perms in unused.items() for perm in perms]
+        if lines:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            lines.append("permissions coverage: FAILED: remove them from "
+                         "oomguard.permissions (and so from the chart's RBAC), or test them")
+        else:
+            lines = ["permissions coverage: every listed permission is used by the "
+                     "end-to-end tests"]
+    if reporter is not None:
+        reporter.write("\n")  # the progress line is still open
+        for line in lines:
+            reporter.write_line(line)

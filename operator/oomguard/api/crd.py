@@ -119,6 +119,11 @@ def structural(schema: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
             out[key] = value
         elif key == "const":
             out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # CRDs take OpenAPI v3.0's form: a boolean beside minimum or maximum; the API
+            # server rejects a CRD with a number here.
+            out[key.replace("exclusiveM", "m")] = value
+            out[key] = True
         elif key == "description":
             out[key] = " ".join(value.split())
         else:

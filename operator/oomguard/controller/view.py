@@ -5,7 +5,7 @@ Indices are kopf's in-memory caches, kept by list+watch: nothing here calls the 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,25 +75,24 @@ class ClusterView:
     recent: Mapping[str, OOMDecision] = field(default_factory=dict)
     """Decisions this operator made that its decisions index may not show yet."""
 
-    def snapshot(self, report: NodeMemoryReport, now: datetime,
-                 joining: Collection[Group] = ()) -> Snapshot:
-        """The node's pods, and the pods on other nodes that may be members of the groups
-        `joining`.
+    def members_elsewhere(self, node: str, groups: Collection[Group]) -> list[Pod]:
+        """Pods on other nodes that may be members of `groups` (the engine decides), out
+        of the groups' namespaces, which may hold thousands of pods."""
+        member = may_join(groups, Workloads(OwnerLookup(self.owners)))
+        return [p for ns in sorted({g.namespace for g in groups})
+                for p in self.pods.get(("ns", ns), ()) if p.node_name != node and member(p)]
 
-        Those are only needed to find the members of victim groups that span nodes, out of
-        namespaces that may hold thousands of pods: the operator decides on the node's pods
-        first, then once more with the victims' members elsewhere (which cannot change the
-        victims: pods elsewhere join groups, they do not count in their usage)."""
+    def snapshot(self, report: NodeMemoryReport, now: datetime,
+                 elsewhere: Sequence[Pod] = ()) -> Snapshot:
+        """The node's pods, and `elsewhere` pods on other nodes: only needed to find the
+        members of victim groups that span nodes. So the operator decides on the node's
+        pods first, then once more with the victim groups' `members_elsewhere` (which
+        cannot change the victims: pods elsewhere join groups, they do not count in their
+        usage)."""
         assert report.status is not None
         node = report.metadata.name
         on_node = list(self.pods.get(("node", node), ()))
         namespaces = {p.namespace for p in on_node}
-        owners = OwnerLookup(self.owners)
-        member = may_join(joining, Workloads(owners))
-        elsewhere = [
-            p for ns in sorted({g.namespace for g in joining})
-            for p in self.pods.get(("ns", ns), ()) if p.node_name != node and member(p)
-        ]
         decisions = {d.metadata.name: d for d in self.decisions.get(node, ())}
         recent = self.recent.get(node)
         if recent is not None:
@@ -104,11 +103,11 @@ class ClusterView:
             node=node,
             memory=report.status.node,
             usage=report.status.pods,
-            pods=on_node + elsewhere,
+            pods=[*on_node, *elsewhere],
             now=now,
             node_labels=_only(self.nodes.get(node, ())) or {},
             namespaces={ns: _only(self.namespaces.get(ns, ())) or {} for ns in namespaces},
-            owners=owners,
+            owners=OwnerLookup(self.owners),
             policies=list(self.policies.get(ALL, ())),
             priorities=[p for ns in namespaces for p in self.priorities.get(ns, ())],
             decisions=list(decisions.values()),

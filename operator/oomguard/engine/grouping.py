@@ -7,6 +7,7 @@ the most protective (Never, then Avoid, then none, then Prefer).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
 from oomguard.api import parse_quantity
@@ -55,21 +56,27 @@ def may_join(groups: Iterable[Group], workloads: Workloads) -> Callable[[Pod], b
     """A cheap test for the pods that may be members of `groups` on other nodes: those of
     the same top-level controller as a Workload group, or with the label value of a Label
     group (a pod's own settings then decide whether it is grouped so)."""
-    tops: set[tuple[str, str]] = set()
-    labels: set[tuple[str, str, str]] = set()
+    direct: dict[str, set[str]] = defaultdict(set)  # controllers of the members known
+    tops: dict[str, set[str]] = defaultdict(set)
+    labels: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for g in groups:
-        first = g.pods[0]
-        if g.group_by == "Workload" and first.controller is not None:
-            tops.add((g.namespace, workloads.top(first.controller).uid))
+        if g.group_by == "Workload":
+            for pod in g.pods:
+                if pod.controller is not None:
+                    direct[g.namespace].add(pod.controller.uid)
+                    tops[g.namespace].add(workloads.top(pod.controller).uid)
         elif g.group_by == "Label" and g.group_label:
-            labels.add((g.namespace, g.group_label, first.labels.get(g.group_label, "")))
-    label_keys = {key for _, key, _ in labels}
+            labels[g.namespace][g.group_label].add(g.pods[0].labels[g.group_label])
 
     def test(pod: Pod) -> bool:
-        if any((pod.namespace, key, pod.labels.get(key, "")) in labels for key in label_keys):
-            return True
-        return bool(tops) and pod.controller is not None and (
-            (pod.namespace, workloads.top(pod.controller).uid) in tops)
+        for key, values in labels.get(pod.namespace, {}).items():
+            if pod.labels.get(key) in values:
+                return True
+        controller = pod.controller
+        if controller is None or pod.namespace not in tops:
+            return False
+        return controller.uid in direct[pod.namespace] or (
+            workloads.top(controller).uid in tops[pod.namespace])
     return test
 
 

@@ -16,7 +16,8 @@ OOMPolicy with tenants):
 (b) In process: `Decider.on_report` on a large cluster (1,000 nodes x 110 pods) held in
     index-like mappings built with handlers.py's index functions from full object bodies,
     with a stand-in `Cluster` that records calls and makes no HTTP (its calls still go
-    through asyncio.to_thread). Reports are heartbeats, 10% under pressure. Measured:
+    through asyncio.to_thread). Reports are heartbeats, 10% under pressure; a decision's
+    victims are gone afterwards (from later reports and from the pod index). Measured:
     latency one report after another; throughput with up to 64 reports in flight (kopf
     handles objects concurrently); and, if the throughput allows, latency when reports
     arrive at the goal rate, each handled in a task of its own on one event loop as kopf
@@ -70,6 +71,7 @@ from kubernetes import client
 
 from oomguard.api import GROUP, VERSION, NodeMemoryReport, OOMDecision, OOMPolicy, OOMPriority
 from oomguard.controller import Decider, Options, register
+from oomguard.controller.handlers import settle_garbage_collector
 from oomguard.controller.housekeeping import Housekeeper
 from oomguard.controller.view import (
     ALL,
@@ -417,7 +419,7 @@ def _operator_process(server: str, ready: Any, stop: Any, stamps: Any) -> None:
     cluster = TimedCluster(client.ApiClient(config))
     decider = TimedDecider(cluster)
     registry = kopf.OperatorRegistry()
-    register(registry, decider, Options())
+    register(registry, decider, Options(), freeze_caches=True)  # as `oomguard operator`
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -798,8 +800,7 @@ class InProcess:
         self.model = model
         self.indices = Indices.of(model)
         self.build_s = time.perf_counter() - started
-        gc.collect()
-        gc.freeze()  # as the operator does once its indices are loaded (handlers.py)
+        settle_garbage_collector()  # as the operator does once its indices are loaded
         self.gone: set[str] = set()
         self.cluster = RecordingCluster(self.indices.decisions, self.gone)
         self.decider = Decider(self.cluster)
@@ -814,9 +815,15 @@ class InProcess:
         created, victims = None, 0
         if decision is not None and decision.status is not None:
             created = self.cluster.created_at.pop(decision.metadata.name, None)
-            # The victims go (evicted, or killed by the agent): later reports lack them.
-            self.gone.update(v.uid for v in decision.status.victims)
-            victims = len(decision.status.victims)
+            # The victims go (evicted, or killed by the agent): later reports lack them,
+            # and the pod index drops them, as kopf does on their DELETED events.
+            uids = {v.uid for v in decision.status.victims}
+            self.gone.update(uids)
+            for key in {k for v in decision.spec.victims for p in v.pods
+                        for k in (("node", p.node_name), ("ns", p.namespace))}:
+                self.indices.pods[key] = [p for p in self.indices.pods.get(key, ())
+                                          if p.uid not in uids]
+            victims = len(uids)
         return Handled(pressure, arrived, started, ended, created, victims)
 
     async def warm(self) -> None:
@@ -1088,15 +1095,17 @@ def part_b(quick: bool, profile: bool, goals: list[tuple[str, bool]]) -> dict[st
                   at_rate["pressured_to_decision_created_ms"]))
         print(f"\nAt {GOAL_RATE:.0f} reports/s offered for {at_rate['seconds']:.0f} s: "
               f"{at_rate['handled_per_s']:.0f}/s handled.")
-        p99 = at_rate["pressured_on_report_ms"]["p99_ms"]
-        goals.append((f"(b) p99 pressured on_report at {GOAL_RATE:.0f} reports/s < "
-                      f"{GOAL_P99_MS:g} ms: {p99:.1f} ms", p99 < GOAL_P99_MS))
+        p99 = at_rate["pressured_to_decision_created_ms"]["p99_ms"]
+        goals.append((f"(b) p99 decision latency (pressured report's arrival -> OOMDecision "
+                      f"created) at {GOAL_RATE:.0f} reports/s < {GOAL_P99_MS:g} ms: "
+                      f"{p99:.1f} ms", p99 < GOAL_P99_MS))
     else:
         print(f"\nNot run at {GOAL_RATE:.0f} reports/s: that is above the throughput, so "
               "queues and latency would grow without bound.")
-        goals.append((f"(b) p99 pressured on_report at {GOAL_RATE:.0f} reports/s < "
+        goals.append((f"(b) p99 decision latency at {GOAL_RATE:.0f} reports/s < "
                        f"{GOAL_P99_MS:g} ms: overloaded (one after another, p99 "
-                       f"{closed['pressured_on_report_ms']['p99_ms']:.0f} ms)", False))
+                       f"{closed['pressured_to_decision_created_ms']['p99_ms']:.0f} ms)",
+                       False))
     housekeeping, house_stats = housekeeping_round(bench)
     b["housekeeping_round_s"] = round(housekeeping, 3)
     print(f"\nOne housekeeping round (statuses, retention) over this cluster takes "

@@ -13,7 +13,7 @@ from agent_harness import DECISIONS, NODE, POLICIES, config, running_agent, seed
 from oomguard.api import GROUP, VERSION
 from oomguard.controller import Decider, register
 from oomguard.kube import Cluster
-from oomguard.sandbox import SandboxNode
+from oomguard.sandbox import SandboxNode, SandboxPod
 
 from support import OPERATOR_TOKEN, ClusterEmulator, running_operator
 
@@ -29,6 +29,20 @@ def _priority(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
+def seed_etl_and_db(emulator: ClusterEmulator, node: SandboxNode,
+                    actions: str = "Kill") -> tuple[list[SandboxPod], SandboxPod]:
+    """A two-pod batch Job, grouped by workload at priority -100, and a database, on the
+    node; the policy's actions are `actions`."""
+    etl = [node.add_pod(f"etl-{i}", "batch", owner=("Job", "etl")) for i in range(2)]
+    db = node.add_pod("db-0", "shop", labels={"app": "db"})
+    seed_node(emulator, [*etl, db], policy=None)
+    emulator.store(POLICIES, {**POLICY, "spec": {
+        **POLICY["spec"], "actions": {"soft": actions, "hard": actions}}})
+    emulator.store(f"{GROUP}/{VERSION}/oompriorities",
+                   _priority("batch", "etl", priority=-100, group={"by": "Workload"}))
+    return etl, db
+
+
 def _finished(emulator: ClusterEmulator) -> list[dict[str, Any]] | None:
     done = [d for d in emulator.read_all(DECISIONS)
             if d.get("status", {}).get("phase") in ("Completed", "Failed")]
@@ -36,12 +50,7 @@ def _finished(emulator: ClusterEmulator) -> list[dict[str, Any]] | None:
 
 
 async def test_report_decide_kill_record(emulator: ClusterEmulator, node: SandboxNode) -> None:
-    etl = [node.add_pod(f"etl-{i}", "batch", owner=("Job", "etl")) for i in range(2)]
-    db = node.add_pod("db-0", "shop", labels={"app": "db"})
-    seed_node(emulator, [*etl, db], policy=None)
-    emulator.store(POLICIES, POLICY)
-    emulator.store(f"{GROUP}/{VERSION}/oompriorities",
-                   _priority("batch", "etl", priority=-100, group={"by": "Workload"}))
+    etl, db = seed_etl_and_db(emulator, node)
     emulator.store(f"{GROUP}/{VERSION}/oompriorities",
                    _priority("shop", "db", priority=900,
                              podSelector={"matchLabels": {"app": "db"}}))
@@ -76,17 +85,11 @@ async def test_kill_and_evict_kills_here_and_evicts_everywhere(
     """KillAndEvict: the agent kills the group's pods on its node at once; then the
     operator evicts them (so that their controller replaces them) and evicts the member
     on another node, which no agent of this node may kill."""
-    etl = [node.add_pod(f"etl-{i}", "batch", owner=("Job", "etl")) for i in range(2)]
-    db = node.add_pod("db-0", "shop", labels={"app": "db"})
-    seed_node(emulator, [*etl, db], policy=None)
+    etl, db = seed_etl_and_db(emulator, node, actions="KillAndEvict")
     there = etl[0].manifest()
     there["metadata"].update(name="etl-2", uid="uid-etl-2-on-node-b")
     there["spec"]["nodeName"] = "node-b"
     emulator.store("v1/pods", there)
-    emulator.store(POLICIES, {**POLICY, "spec": {
-        **POLICY["spec"], "actions": {"soft": "KillAndEvict", "hard": "KillAndEvict"}}})
-    emulator.store(f"{GROUP}/{VERSION}/oompriorities",
-                   _priority("batch", "etl", priority=-100, group={"by": "Workload"}))
     idle = node.start(etl[0], "anon", 8)
     node.start(db, "anon", 40)
 
@@ -118,12 +121,7 @@ async def test_operator_restarted_mid_decision_kills_nothing_twice(
 ) -> None:
     """The first operator records a decision and stops before any agent acted; the second
     finds it in flight and decides nothing new; the agent executes it once."""
-    etl = [node.add_pod(f"etl-{i}", "batch", owner=("Job", "etl")) for i in range(2)]
-    db = node.add_pod("db-0", "shop", labels={"app": "db"})
-    seed_node(emulator, [*etl, db], policy=None)
-    emulator.store(POLICIES, POLICY)
-    emulator.store(f"{GROUP}/{VERSION}/oompriorities",
-                   _priority("batch", "etl", priority=-100, group={"by": "Workload"}))
+    etl, db = seed_etl_and_db(emulator, node)
     node.start(etl[0], "anon", 8)
     node.start(db, "anon", 40)
     node.start(etl[1], "anon", 120)

@@ -98,3 +98,20 @@ def test_objects_from_several_files_and_kind_list(tmp_path: Path) -> None:
                       "-o", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["victims"][0]["group"] == "batch/Job/report-gen"
+
+
+def test_a_budget_allowing_no_disruption_passes_its_pods_over(tmp_path: Path) -> None:
+    """The example's first victim is the report-gen Job (action Evict under Soft); with a
+    PodDisruptionBudget whose status allows no disruption, its pods are excluded and
+    another group goes first."""
+    budget = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+              "metadata": {"name": "report-gen", "namespace": "batch"},
+              "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {}}},
+              "status": {"disruptionsAllowed": 0}}
+    result = oomguard("rank", "-f", EXAMPLE, "-f", _write(tmp_path, "pdb.yaml", [budget]),
+                      "-o", "json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    excluded = {e["pod"]: e["reason"] for e in out["excluded"]}
+    assert {excluded.get(f"batch/report-gen-{i}") for i in range(4)} == {"DisruptionBudget"}
+    assert out["victims"] and not out["victims"][0]["pods"][0].startswith("batch/")

@@ -28,8 +28,10 @@ def _listed(call: Callable[..., Any], *args: str, api_version: str, kind: str,
 
 def load_cluster(api: client.ApiClient, node: str) -> Inputs:
     """The node's pods and report, the pods of their namespaces (group members on other
-    nodes), their namespaces, owners, and the policies, priorities and decisions."""
+    nodes), their namespaces, owners and disruption budgets, and the policies, priorities
+    and decisions."""
     core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
+    disruption = client.PolicyV1Api(api)
     custom = client.CustomObjectsApi(api)
     objects = _listed(core.list_pod_for_all_namespaces, api_version="v1", kind="Pod",
                       field_selector=f"spec.nodeName={node}")
@@ -41,6 +43,8 @@ def load_cluster(api: client.ApiClient, node: str) -> Inputs:
         objects += _listed(apps.list_namespaced_replica_set, ns, api_version="apps/v1",
                            kind="ReplicaSet")
         objects += _listed(batch.list_namespaced_job, ns, api_version="batch/v1", kind="Job")
+        objects += _listed(disruption.list_namespaced_pod_disruption_budget, ns,
+                           api_version="policy/v1", kind="PodDisruptionBudget")
         objects += _listed(custom.list_namespaced_custom_object, GROUP, VERSION, ns,
                            "oompriorities", api_version=OURS, kind="OOMPriority")
     objects += [n for n in _listed(core.list_namespace, api_version="v1", kind="Namespace")

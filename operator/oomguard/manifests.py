@@ -23,7 +23,7 @@ from oomguard.api import (
     OOMPriority,
     parse_quantity,
 )
-from oomguard.api.meta import ObjectMeta
+from oomguard.api.meta import LabelSelector, ObjectMeta
 from oomguard.api.quantity import Quantity
 from oomguard.engine import Owner, OwnerRef, Pod, Snapshot
 
@@ -149,6 +149,37 @@ def owner_from_manifest(obj: dict[str, Any]) -> Owner:
                  _controller(meta))
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What a PodDisruptionBudget says of eviction now: the pods it selects, and how many
+    of them may go (status.disruptionsAllowed, kept by the disruption controller; None
+    until it has looked)."""
+
+    namespace: str
+    selector: LabelSelector
+    allowed: int | None
+
+
+def budget_from_manifest(obj: dict[str, Any]) -> Budget | None:
+    """A policy/v1 PodDisruptionBudget; one without a selector selects no pod."""
+    meta = _NamedManifest.model_validate(obj).metadata
+    selector = (obj.get("spec") or {}).get("selector")
+    if selector is None:
+        return None
+    allowed = (obj.get("status") or {}).get("disruptionsAllowed")
+    return Budget(meta.namespace or "", LabelSelector.model_validate(selector), allowed)
+
+
+def budget_exhausted(pods: Iterable[Pod], budgets: Iterable[Budget]) -> list[str]:
+    """UIDs of the pods a budget would refuse to evict now (it allows no disruption)."""
+    by_namespace: dict[str, list[Budget]] = {}
+    for budget in budgets:
+        if budget.allowed == 0:
+            by_namespace.setdefault(budget.namespace, []).append(budget)
+    return [p.uid for p in pods
+            if any(b.selector.matches(p.labels) for b in by_namespace.get(p.namespace, ()))]
+
+
 @dataclass
 class Inputs:
     """Everything read from the files, ready to become a Snapshot."""
@@ -161,6 +192,7 @@ class Inputs:
     priorities: list[OOMPriority] = field(default_factory=list)
     decisions: list[OOMDecision] = field(default_factory=list)
     reports: dict[str, NodeMemoryReport] = field(default_factory=dict)
+    budgets: list[Budget] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -179,6 +211,8 @@ class Inputs:
             policies=self.policies,
             priorities=self.priorities,
             decisions=self.decisions,
+            budget_exhausted=budget_exhausted(
+                (p for p in self.pods if p.node_name == node), self.budgets),
         )
 
 
@@ -223,6 +257,10 @@ def add_object(inputs: Inputs, obj: dict[str, Any]) -> None:
     elif kind in OWNER_KINDS:
         owner = owner_from_manifest(obj)
         inputs.owners[owner.uid] = owner
+    elif api == "policy/v1" and kind == "PodDisruptionBudget":
+        budget = budget_from_manifest(obj)
+        if budget is not None:
+            inputs.budgets.append(budget)
     elif api.startswith("oomguard.io/") and kind == "OOMPolicy":
         inputs.policies.append(OOMPolicy.model_validate(obj))
     elif api.startswith("oomguard.io/") and kind == "OOMPriority":

@@ -19,6 +19,7 @@ OPERATOR: frozenset[Permission] = frozenset({
     *_read("", "pods", "namespaces", "nodes"),
     *_read("apps", "replicasets"),
     *_read("batch", "jobs"),
+    *_read("policy", "poddisruptionbudgets"),
     *_read("oomguard.io", "nodememoryreports", "oomdecisions", "oompolicies", "oompriorities"),
     *_read("apiextensions.k8s.io", "customresourcedefinitions"),
     # Decisions: recorded, progressed, pruned.

@@ -188,6 +188,28 @@ async def test_eviction_honours_the_disruption_budget_soft_then_hard(
     assert web is None or web["metadata"].get("deletionTimestamp")
 
 
+async def test_a_budget_that_allows_no_disruption_passes_its_pods_over_when_evicting(
+    emulator: ClusterEmulator, operator: Api
+) -> None:
+    """The disruption controller's status says no etl pod may go: under Soft (Evict) the
+    operator takes the next candidate at once, with no eviction refused on the way."""
+    seed_node(emulator)
+    emulator.store("policy/v1/poddisruptionbudgets", {
+        "metadata": {"name": "etl", "namespace": "batch"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {}}},
+        "status": {"disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2,
+                   "expectedPods": 2, "observedGeneration": 1}})
+    await priorities(operator)  # default actions: Evict under Soft
+    await operator.create(report(500 * Mi, USAGE))
+    [decision] = await emulator.wait_for(lambda: [
+        d for d in decisions(emulator) if d["status"]["phase"] == "Completed"] or None)
+    # The need (1.4Gi) takes the next two; the etl Job (900Mi, priority -100) is passed over.
+    assert [v["name"] for v in decision["spec"]["victims"]] == ["shop/web-0", "shop/db-0"]
+    assert len(emulator.read_all(DECISIONS)) == 1
+    evicted = {c.name for c in emulator.calls if c.rbac[2:] == ("pods", "eviction")}
+    assert evicted == {"web-0", "db-0"}
+
+
 async def test_hard_pressure_escalates_a_refused_eviction_to_a_kill(
     emulator: ClusterEmulator, operator: Api
 ) -> None:

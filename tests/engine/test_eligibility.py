@@ -22,6 +22,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("ProtectedNamespace", {"namespace": "kube-system"}, {}),
     ("ProtectedNamespace", {"namespace": "infra"},
      {"policies": [policy(protectedNamespaces=["infra"])]}),
+    ("DisruptionBudget", {}, {"budget_exhausted": ["uid-default-target"]}),  # Soft: Evict
     ("Never", {"labels": {"app": "x"}},
      {"priorities": [priority("x", preference="Never", podSelector={"matchLabels": {"app": "x"}})],
       "policies": [policy(tenants=[{"allowNever": True}])]}),
@@ -45,6 +46,15 @@ def test_excluded_with_reason(reason: str, pod_fields: dict[str, Any],
         assert outcome.victims == []
     else:
         assert [v.group.name for v in outcome.victims] == ["default/bystander"]
+
+
+def test_an_exhausted_disruption_budget_does_not_stand_in_the_way_of_a_kill() -> None:
+    target = pod("target")
+    outcome = decide(snapshot([(target, 4 * Gi), (pod("bystander"), 1 * Gi)],
+                              budget_exhausted=[target.uid],
+                              policies=[policy(actions={"soft": "Kill"})]))
+    assert [v.group.name for v in outcome.victims] == ["default/target"]
+    assert outcome.excluded == []
 
 
 def test_in_flight_victim_is_excluded_and_counted_as_releasing() -> None:

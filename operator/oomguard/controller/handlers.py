@@ -22,6 +22,7 @@ from oomguard.controller.housekeeping import Housekeeper, Options
 from oomguard.controller.view import (
     ALL,
     ClusterView,
+    index_budget,
     index_decision,
     index_model,
     index_owner,
@@ -68,6 +69,8 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
         lambda name, labels, **_: {name: dict(labels)})
     index("v1", "nodes", id="nodes")(lambda name, labels, **_: {name: dict(labels)})
     index(GROUP, VERSION, DECISIONS, id="decisions")(lambda body, **_: index_decision(body))
+    index("policy", "v1", "poddisruptionbudgets", id="budgets")(
+        lambda body, **_: index_budget(body))
 
     frozen = not freeze_caches
 
@@ -84,6 +87,7 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
             namespaces=indices["namespaces"],
             nodes=indices["nodes"],
             decisions=indices["decisions"],
+            budgets=indices["budgets"],
         )
 
     @kopf.on.event(GROUP, VERSION, REPORTS, registry=registry)

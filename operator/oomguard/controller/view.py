@@ -15,7 +15,13 @@ from pydantic import ValidationError
 from oomguard.api import NodeMemoryReport, OOMDecision, OOMPolicy, OOMPriority
 from oomguard.engine import Group, Owner, Pod, Snapshot
 from oomguard.engine.grouping import Workloads, may_join
-from oomguard.manifests import owner_from_manifest, pod_from_manifest
+from oomguard.manifests import (
+    Budget,
+    budget_exhausted,
+    budget_from_manifest,
+    owner_from_manifest,
+    pod_from_manifest,
+)
 
 ALL = "all"
 """The one key of indices that hold every object of their kind."""
@@ -61,6 +67,14 @@ def index_decision(body: Mapping[str, Any]) -> dict[str, OOMDecision]:
     return {decision.spec.node_name: decision}
 
 
+def index_budget(body: Mapping[str, Any]) -> dict[str, Budget]:
+    try:
+        budget = budget_from_manifest(dict(body))
+    except ValidationError:
+        return {}
+    return {budget.namespace: budget} if budget is not None else {}
+
+
 @dataclass
 class ClusterView:
     """The indices one decision reads."""
@@ -74,6 +88,7 @@ class ClusterView:
     decisions: Index
     recent: Mapping[str, OOMDecision] = field(default_factory=dict)
     """Decisions this operator made that its decisions index may not show yet."""
+    budgets: Index = field(default_factory=dict)
 
     def members_elsewhere(self, node: str, groups: Collection[Group]) -> list[Pod]:
         """Pods on other nodes that may be members of `groups` (the engine decides), out
@@ -111,6 +126,8 @@ class ClusterView:
             policies=list(self.policies.get(ALL, ())),
             priorities=[p for ns in namespaces for p in self.priorities.get(ns, ())],
             decisions=list(decisions.values()),
+            budget_exhausted=budget_exhausted(
+                on_node, [b for ns in namespaces for b in self.budgets.get(ns, ())]),
         )
 
 

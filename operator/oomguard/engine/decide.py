@@ -23,7 +23,11 @@ def decide(snapshot: Snapshot) -> Outcome:
         s.decisions, s.node, present=usage.keys() | set(s.unmeasured), pressure=assessment.pressure,
         cooldown_seconds=spec.cooldown_seconds, now=s.now,
     )
-    ctx = Context(s.node, frozenset(spec.protected_namespaces), flight.pods, flight.refused)
+    action = {"None": None, "Soft": spec.actions.soft, "Hard": spec.actions.hard}[
+        assessment.pressure
+    ]
+    ctx = Context(s.node, frozenset(spec.protected_namespaces), flight.pods, flight.refused,
+                  frozenset(s.budget_exhausted) if action == "Evict" else frozenset())
     resolution = resolve(s.pods, s.priorities, s.namespaces, policy)
     workloads = Workloads(s.owners)
 
@@ -70,9 +74,6 @@ def decide(snapshot: Snapshot) -> Outcome:
     ranking = rank(candidates, spec.ranking, spec.hierarchy, groups.values())
     need = max(assessment.need_bytes - releasing, 0)
     victims = [] if flight.blocking or need == 0 else take_victims(ranking, need)
-    action = {"None": None, "Soft": spec.actions.soft, "Hard": spec.actions.hard}[
-        assessment.pressure
-    ]
     return Outcome(
         node=s.node,
         policy=policy.metadata.name,

@@ -19,6 +19,8 @@ class Context:
     """UID of a pod already chosen by an earlier decision -> that decision's name."""
     refused: dict[str, str]
     """UID of a pod whose eviction was refused lately -> the decision that tried."""
+    budget_exhausted: Collection[str] = frozenset()
+    """UIDs of pods a disruption budget would refuse to evict now, when evicting."""
 
 
 ExclusionRule = Callable[[Pod, Context], str | None]
@@ -62,6 +64,12 @@ def eviction_refused(pod: Pod, ctx: Context) -> str | None:
     return f"eviction refused (disruption budget) in decision {decision}" if decision else None
 
 
+def disruption_budget(pod: Pod, ctx: Context) -> str | None:
+    if pod.uid in ctx.budget_exhausted:
+        return "its PodDisruptionBudget allows no disruption now, and the action is Evict"
+    return None
+
+
 EXCLUSION_RULES: tuple[tuple[str, ExclusionRule], ...] = (
     ("NotOnNode", not_on_node),
     ("NotRunning", not_running),
@@ -71,6 +79,7 @@ EXCLUSION_RULES: tuple[tuple[str, ExclusionRule], ...] = (
     ("ProtectedNamespace", protected_namespace),
     ("InFlightVictim", in_flight_victim),
     ("EvictionRefused", eviction_refused),
+    ("DisruptionBudget", disruption_budget),
 )
 NEVER = "Never"
 """Reason for pods of a group whose preference is Never: decided per group, not per pod."""
@@ -83,7 +92,7 @@ def exclusion(pod: Pod, ctx: Context) -> Exclusion | None:
         pod.node_name == ctx.node and pod.phase == "Running"
         and not (pod.terminating or pod.static or pod.critical)
         and pod.namespace not in ctx.protected_namespaces and pod.uid not in ctx.in_flight
-        and pod.uid not in ctx.refused
+        and pod.uid not in ctx.refused and pod.uid not in ctx.budget_exhausted
     ):
         return None  # the common case, in one test; the rules below name the reason
     for reason, rule in EXCLUSION_RULES:

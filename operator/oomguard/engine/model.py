@@ -83,6 +83,9 @@ class Snapshot:
     decisions: Sequence[OOMDecision] = ()
     unmeasured: Collection[str] = ()
     """Pod cgroups present on the node whose usage could not be read this time."""
+    budget_exhausted: Collection[str] = ()
+    """Pods (UIDs) whose PodDisruptionBudget allows no disruption now: an eviction would
+    be refused, so where the action is Evict they are not candidates."""
 
 
 @dataclass(frozen=True, slots=True)

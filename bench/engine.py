@@ -35,6 +35,8 @@ from typing import Any
 from oomguard.api import MemoryUsage, NodeMemory, OOMPolicy, OOMPriority, PodMemory
 from oomguard.engine import Owner, OwnerRef, Pod, Snapshot, decide
 
+from tenants import typical_priorities
+
 Mi = 2**20
 Gi = 2**30
 NODE = "bench-node"
@@ -141,19 +143,9 @@ def add_workloads(node: NodeBuilder, namespace: str, pod_count: int) -> None:
 
 
 def priorities_for(namespace: str, rng: random.Random) -> list[OOMPriority]:
-    """What a tenant typically declares: a default grouping by workload, batch jobs
-    preferred as victims and grouped by app label, a protected database, and sometimes a
-    fixed allowance or a Never for the one thing that must survive."""
-    specs: list[tuple[str, dict[str, Any]]] = [
-        ("default", {"priority": rng.randint(-200, 200), "group": {"by": "Workload"}}),
-        ("batch", {"podSelector": {"matchLabels": {"tier": "batch"}}, "priority": -500,
-                   "preference": "Prefer", "group": {"by": "Label", "label": "app"}}),
-        ("database", {"podSelector": {"matchLabels": {"app": "db"}}, "priority": 800,
-                      "preference": "Avoid", "allowance": "Limits"}),
-    ]
-    if rng.random() < 0.3:
-        specs.append(("cache", {"podSelector": {"matchLabels": {"app": "cache"}},
-                                "allowance": "4Gi", "group": {"by": "Workload"}}))
+    """What a tenant typically declares (tenants.py), and sometimes a Never for the one
+    thing that must survive."""
+    specs = typical_priorities(rng)
     if rng.random() < 0.2:
         specs.append(("auth", {"podSelector": {"matchExpressions": [
             {"key": "app", "operator": "In", "values": ["auth"]}]},

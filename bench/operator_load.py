@@ -85,6 +85,7 @@ from oomguard.kube import Cluster, Eviction
 
 from support import OPERATOR_TOKEN, ClusterEmulator
 from support.emulator import CRD_DIR
+from tenants import typical_priorities
 
 Mi = 2**20
 Gi = 2**30
@@ -309,20 +310,10 @@ def _owner_body(ref: tuple[str, str, str, str], namespace: str, *,
 
 
 def _priorities(namespace: str, rng: random.Random) -> list[dict[str, Any]]:
-    """Most tenants declare a default grouping by workload, batch jobs preferred as victims
-    and grouped by app label, a protected database; some declare nothing at all."""
+    """Most tenants declare what tenants.py says is typical; some declare nothing."""
     if rng.random() < 0.25:
         return []
-    specs: list[tuple[str, dict[str, Any]]] = [
-        ("default", {"priority": rng.randint(-200, 200), "group": {"by": "Workload"}}),
-        ("batch", {"podSelector": {"matchLabels": {"tier": "batch"}}, "priority": -500,
-                   "preference": "Prefer", "group": {"by": "Label", "label": "app"}}),
-        ("database", {"podSelector": {"matchLabels": {"app": "db"}}, "priority": 800,
-                      "preference": "Avoid", "allowance": "Limits"}),
-    ]
-    if rng.random() < 0.3:
-        specs.append(("cache", {"podSelector": {"matchLabels": {"app": "cache"}},
-                                "allowance": "4Gi", "group": {"by": "Workload"}}))
+    specs = typical_priorities(rng)
     return [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "OOMPriority",
              "metadata": {"name": name, "namespace": namespace,
                           "uid": f"uid-prio-{namespace}-{name}", "generation": 1},

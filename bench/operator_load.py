@@ -54,6 +54,7 @@ import platform
 import pstats
 import queue as queue_module
 import random
+import resource
 import statistics
 import threading
 import time
@@ -432,7 +433,8 @@ def _operator_process(server: str, ready: Any, stop: Any, stamps: Any) -> None:
     threading.Thread(target=lambda: (ready_flag.wait(), ready.set()), daemon=True).start()
     asyncio.run(kopf.operator(registry=registry, clusterwide=True, standalone=True,
                               stop_flag=stop_flag, ready_flag=ready_flag))
-    stamps.put({"entered": decider.entered, "asked": cluster.asked, "gc": pauses})
+    stamps.put({"entered": decider.entered, "asked": cluster.asked, "gc": pauses,
+                "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
 @contextlib.asynccontextmanager
@@ -600,6 +602,7 @@ async def _emulator_run(emulator: TimedEmulator, model: ClusterModel, samples: i
                     "owners": len(model.owners)},
         "operator_ready_s": round(ready, 2),
         "start_to_first_decision_s": round(first_decision, 1),
+        "operator_max_rss_mib": round(stamps["max_rss_mib"]),
         "warmup": warmup,
         "report_to_decision_created": quantiles([r["created_ms"] for r in rows]),
         "report_to_handler": quantiles([r["delivered_ms"] for r in rows]),
@@ -637,12 +640,13 @@ async def kopf_startup(nodes: int) -> dict[str, Any]:
             emulator.store(REPORTS_RES, model.report(node, "Soft"))
             writes = Writes(emulator)
             started = time.perf_counter()
-            async with operator_process(emulator.server_url):
+            async with operator_process(emulator.server_url) as stamps:
                 created, _ = await emulator.wait_for(lambda: writes.find(
                     lambda plural, kind, obj: plural == "oomdecisions" and kind == "ADDED"),
                     timeout=STARTUP_TIMEOUT)
             return {"nodes": nodes, "pods": len(model.pods),
-                    "start_to_first_decision_s": round(created - started, 2)}
+                    "start_to_first_decision_s": round(created - started, 2),
+                    "operator_max_rss_mib": round(stamps["max_rss_mib"])}
         finally:
             emulator.close_watches()
 
@@ -1030,9 +1034,10 @@ def part_a(quick: bool, goals: list[tuple[str, bool]]) -> dict[str, Any]:
           f"{pauses['seconds']:.0f} s of sampling (median {pauses['median_ms']:.0f} ms, "
           f"max {pauses['max_ms']:.0f} ms); {pauses['in_samples']} landed between a report's "
           "arrival and its decision.")
-    startup = [asyncio.run(kopf_startup(n)) for n in ((6,) if quick else (6, 12))]
+    startup = [asyncio.run(kopf_startup(n)) for n in ((6,) if quick else (6, 12, 40))]
     startup.append({"nodes": c["nodes"], "pods": c["pods"],
-                    "start_to_first_decision_s": a["start_to_first_decision_s"]})
+                    "start_to_first_decision_s": a["start_to_first_decision_s"],
+                    "operator_max_rss_mib": a["operator_max_rss_mib"]})
     a["startup"] = startup
     xs = [math.log(s["pods"]) for s in startup]
     ys = [math.log(max(s["start_to_first_decision_s"], 1e-3)) for s in startup]
@@ -1042,9 +1047,11 @@ def part_a(quick: bool, goals: list[tuple[str, bool]]) -> dict[str, Any]:
     a["startup_exponent"] = round(k, 2)
     print("\nOperator start to its first decision (kopf handles no event until every indexed "
           "object is indexed):\n")
-    print("| nodes | pods | start to first decision s |\n|---:|---:|---:|")
-    for s in startup:
-        print(f"| {s['nodes']} | {s['pods']:,} | {s['start_to_first_decision_s']:.1f} |")
+    print("| nodes | pods | start to first decision s | operator's peak RSS MiB |\n"
+          "|---:|---:|---:|---:|")
+    for s in sorted(startup, key=lambda s: s["pods"]):
+        print(f"| {s['nodes']} | {s['pods']:,} | {s['start_to_first_decision_s']:.1f} | "
+              f"{s['operator_max_rss_mib']} |")
     print(f"\ngrowth: t ~ pods^{k:.2f}")
     p99 = a["report_to_decision_created"]["p99_ms"]
     goals.append((f"(a) p99 report written -> OOMDecision created < {GOAL_P99_MS:g} ms: "

@@ -16,7 +16,8 @@ OOMPolicy with tenants):
 (b) In process: `Decider.on_report` on a large cluster (1,000 nodes x 110 pods) held in
     index-like mappings built with handlers.py's index functions from full object bodies,
     with a stand-in `Cluster` that records calls and makes no HTTP (its calls still go
-    through asyncio.to_thread). Reports are heartbeats, 10% under pressure; a decision's
+    through threads; with --api-latency-ms each call waits as an API server's answer
+    would). Reports are heartbeats, 10% under pressure; a decision's
     victims are gone afterwards (from later reports and from the pod index). Measured:
     latency one report after another; throughput with up to 64 reports in flight (kopf
     handles objects concurrently); and, if the throughput allows, latency when reports
@@ -26,6 +27,7 @@ OOMPolicy with tenants):
 
     .venv/bin/python bench/operator_load.py [--quick] [--profile]
                                        [--skip-emulator | --skip-in-process]
+                                       [--api-latency-ms MS]
 
 Prints markdown tables and writes bench/results/operator.json. The whole loop on a real
 node (threshold crossing to group gone, through the operator) is measured by
@@ -658,20 +660,27 @@ class RecordingCluster(Cluster):
     """`Cluster` without HTTP: records the calls, serialises decisions as the real one does,
     and feeds created decisions into the decisions index (as the watch would)."""
 
-    def __init__(self, decisions: dict[str, list[OOMDecision]], gone: set[str]) -> None:
-        self.decisions, self.gone = decisions, gone
+    def __init__(self, decisions: dict[str, list[OOMDecision]], gone: set[str],
+                 latency: float = 0.0) -> None:
+        self.decisions, self.gone, self.latency = decisions, gone, latency
         self.calls: dict[str, int] = defaultdict(int)
         self.created_at: dict[str, float] = {}
 
+    def _call(self, name: str) -> None:
+        """Count the call, and wait as long as an API server would answer."""
+        self.calls[name] += 1
+        if self.latency:
+            time.sleep(self.latency)
+
     def create_decision(self, decision: OOMDecision) -> dict[str, Any]:
-        self.calls["create_decision"] += 1
+        self._call("create_decision")
         self.created_at[decision.metadata.name] = time.perf_counter()
         body = decision.wire()
         self.decisions.setdefault(decision.spec.node_name, []).append(decision)
         return body
 
     def patch_decision_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        self.calls["patch_decision_status"] += 1
+        self._call("patch_decision_status")
         return {"status": status}
 
     def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
@@ -684,12 +693,12 @@ class RecordingCluster(Cluster):
         self.calls["delete_decision"] += 1
 
     def evict(self, namespace: str, name: str) -> Eviction:
-        self.calls["evict"] += 1
+        self._call("evict")
         return Eviction("Evicted")
 
     def event(self, involved: dict[str, str], reason: str, message: str,
               kind: Any = "Warning") -> None:
-        self.calls["event"] += 1
+        self._call("event")
 
 
 @dataclass
@@ -790,14 +799,14 @@ class Handled:
 class InProcess:
     """A Decider over the indices of a large cluster, with a recording Cluster."""
 
-    def __init__(self, model: ClusterModel) -> None:
+    def __init__(self, model: ClusterModel, latency: float = 0.0) -> None:
         started = time.perf_counter()
         self.model = model
         self.indices = Indices.of(model)
         self.build_s = time.perf_counter() - started
         settle_garbage_collector()  # as the operator does once its indices are loaded
         self.gone: set[str] = set()
-        self.cluster = RecordingCluster(self.indices.decisions, self.gone)
+        self.cluster = RecordingCluster(self.indices.decisions, self.gone, latency)
         self.decider = Decider(self.cluster)
         self.feed = Feed(model, self.gone)
 
@@ -880,9 +889,9 @@ def summary(rows: Sequence[Handled]) -> dict[str, Any]:
     }
 
 
-async def in_process(model: ClusterModel, *, reports: int, rate: float,
+async def in_process(model: ClusterModel, *, reports: int, rate: float, latency: float,
                      seconds: float) -> tuple[dict[str, Any], InProcess]:
-    bench = InProcess(model)
+    bench = InProcess(model, latency)
     await bench.warm()
     # The feed's cached heartbeat bodies (1,000 nodes x 110 pods) are the benchmark's, not
     # the operator's: out of the collector's way, or each full collection walks them.
@@ -1059,13 +1068,15 @@ def part_a(quick: bool, goals: list[tuple[str, bool]]) -> dict[str, Any]:
     return a
 
 
-def part_b(quick: bool, profile: bool, goals: list[tuple[str, bool]]) -> dict[str, Any]:
+def part_b(quick: bool, profile: bool, latency_ms: float,
+           goals: list[tuple[str, bool]]) -> dict[str, Any]:
     model = ClusterModel.build(nodes=1000, pods_per_node=110, namespaces=100)
     # The benchmark's own objects (the model) out of the collector's way.
     gc.collect()
     gc.freeze()
     b, bench = asyncio.run(in_process(model, reports=200 if quick else 1000, rate=GOAL_RATE,
-                                      seconds=10 if quick else 30))
+                                      latency=latency_ms / 1e3, seconds=10 if quick else 30))
+    b["api_latency_ms"] = latency_ms
     c = b["cluster"]
     closed, full, at_rate = b["one_after_another"], b["saturated"], b["at_rate"]
     print(f"\n## (b) Decider.on_report in process\n\n{c['nodes']:,} nodes, {c['pods']:,} "
@@ -1074,7 +1085,8 @@ def part_b(quick: bool, profile: bool, goals: list[tuple[str, bool]]) -> dict[st
           f"in {b['index_build_s']} s. {PRESSURED_FRACTION:.0%} of reports under pressure "
           f"(70% Soft/Evict, 30% Hard/KillAndEvict); a pressured node's snapshot holds "
           f"{b['snapshot_pods_median']:,.0f} pods (median); victim pods per decision "
-          f"(median): {full['victim_pods_per_decision']:g}.\n")
+          f"(median): {full['victim_pods_per_decision']:g}. Each stand-in API call takes "
+          f"{latency_ms:g} ms.\n")
     print(f"Throughput with up to 64 reports in flight: **{full['reports_per_s']:.0f} "
           f"reports/s** ({full['reports']} reports, {full['pressured']} pressured, "
           f"{full['decisions']} decisions, {full['seconds']:.0f} s).\n")
@@ -1131,6 +1143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="always print the cProfile tables of part (b)")
     parser.add_argument("--skip-emulator", action="store_true", help="part (b) only")
     parser.add_argument("--skip-in-process", action="store_true", help="part (a) only")
+    parser.add_argument("--api-latency-ms", type=float, default=0.0,
+                        help="part (b): each stand-in API call takes this long, in a thread, "
+                        "as a real API server's answer would (default 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     results: dict[str, Any] = {
@@ -1143,7 +1158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_emulator:
         results["through_emulator"] = part_a(args.quick, goals)
     if not args.skip_in_process:
-        results["in_process"] = part_b(args.quick, args.profile, goals)
+        results["in_process"] = part_b(args.quick, args.profile, args.api_latency_ms, goals)
     print("\n## Goals\n")
     for text, ok in goals:
         print(f"- {text}: {verdict(ok)}")

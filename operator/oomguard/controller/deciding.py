@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -25,7 +26,14 @@ from oomguard.engine.ranking import size
 from oomguard.kube import Cluster
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
+WRITERS = 16
+"""Threads for the per-pod writes (Events, evictions). Apart from the loop's default
+executor, so that a decision whose groups span hundreds of pods never holds back the
+creation of another node's decision; and enough to write in parallel, as the calls mostly
+wait on the API server."""
 EVICTED = "Evicted"
 """Condition the operator adds once it has evicted a kill's pods (KillAndEvict, and group
 members on other nodes)."""
@@ -33,6 +41,12 @@ members on other nodes)."""
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _chunks(items: Sequence[T], count: int) -> list[Sequence[T]]:
+    """`items` in at most `count` runs of about equal length, in order."""
+    size = max(1, -(-len(items) // count))
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 @dataclass
@@ -44,6 +58,8 @@ class Decider:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     _pressure: dict[str, str] = field(default_factory=dict)
     _finished: set[str] = field(default_factory=set)
+    _writers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        WRITERS, thread_name_prefix="oomguard-writes"))
 
     async def on_report(self, body: dict[str, Any], view: ClusterView) -> OOMDecision | None:
         """Decide for a pressured node; at most one decision per node is made at a time
@@ -83,9 +99,11 @@ class Decider:
         self.recent[node] = decision
         self.metrics.latency.observe(time.monotonic() - arrived)
         self.metrics.decisions.labels(decision.spec.action, decision.spec.mode).inc()
-        await self._announce(decision)
         if decision.spec.mode == "Enforce" and decision.spec.action == "Evict":
-            decision = await self._evict(decision)
+            evicted = await self._evict(decision)  # memory first, then the story
+            await self._announce(decision)
+            return evicted
+        await self._announce(decision)
         return decision
 
     async def on_decision(self, body: dict[str, Any]) -> None:
@@ -106,20 +124,17 @@ class Decider:
                 or any(c.type == EVICTED for c in status.conditions)):
             return
         node_of = {p.uid: p.node_name for v in spec.victims for p in v.pods}
-        victims, acted = [], False
-        for victim in status.victims:
-            elsewhere = node_of.get(victim.uid) not in ("", spec.node_name)
-            if elsewhere or (spec.action == "KillAndEvict" and victim.outcome == "Killed"):
-                acted = True
-                eviction = await asyncio.to_thread(self.cluster.evict, victim.namespace,
-                                                   victim.name)
-                if elsewhere:
-                    victims.append(victim.model_copy(update={
-                        "outcome": eviction.outcome, "message": eviction.message}))
-                    continue
-            victims.append(victim)
-        if not acted:
+        elsewhere = {v.uid for v in status.victims
+                     if node_of.get(v.uid) not in ("", spec.node_name)}
+        evicting = [v for v in status.victims if v.uid in elsewhere or (
+            spec.action == "KillAndEvict" and v.outcome == "Killed")]
+        if not evicting:
             return
+        evictions = dict(zip((v.uid for v in evicting), await self._each(
+            lambda v: self.cluster.evict(v.namespace, v.name), evicting), strict=True))
+        victims = [v.model_copy(update={"outcome": evictions[v.uid].outcome,
+                                        "message": evictions[v.uid].message})
+                   if v.uid in elsewhere else v for v in status.victims]
         evicted = Condition(type=EVICTED, status="True", reason="Evicted",
                             message="pods evicted so that their controllers replace them",
                             last_transition_time=self.clock())
@@ -128,9 +143,24 @@ class Decider:
             "conditions": [c.wire() for c in [*status.conditions, evicted]],
         })
 
+    def close(self) -> None:
+        """The operator stops: no more writes are started."""
+        self._writers.shutdown(wait=False, cancel_futures=True)
+
     def forget(self, name: str) -> None:
         """A decision was deleted: nothing about it needs remembering."""
         self._finished.discard(name)
+
+    async def _each(self, write: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """`write` for every item, in order, on the writers: a few runs in parallel, each
+        one thread hop (a hop per pod would cost the loop more than the call)."""
+        def write_all(run: Sequence[T]) -> list[R]:
+            return [write(item) for item in run]
+
+        loop = asyncio.get_running_loop()
+        runs = await asyncio.gather(*(loop.run_in_executor(self._writers, write_all, run)
+                                      for run in _chunks(items, WRITERS)))
+        return [result for run in runs for result in run]
 
     def _count_pressure(self, node: str, pressure: str) -> None:
         before = self._pressure.get(node, "None")
@@ -149,7 +179,7 @@ class Decider:
         name = decision.metadata.name
         await asyncio.to_thread(self.cluster.patch_decision_status, name,
                                 {"phase": "Executing"})
-        victims = await asyncio.to_thread(self._evict_each, decision.status.victims)
+        victims = await self._each(self._evict_one, decision.status.victims)
         done = all(v.outcome in ("Evicted", "AlreadyGone") for v in victims)
         status = decision.status.model_copy(update={
             "phase": "Completed" if done else "Failed", "victims": victims,
@@ -163,18 +193,13 @@ class Decider:
             await self._escalate(decision)
         return decision
 
-    def _evict_each(self, victims: list[VictimStatus]) -> list[VictimStatus]:
-        """Evict pod after pod, in one thread (a thread hop per pod costs more than the
-        call, with a thousand nodes reporting)."""
-        evicted = []
-        for victim in victims:
-            start = self.clock()
-            eviction = self.cluster.evict(victim.namespace, victim.name)
-            evicted.append(victim.model_copy(update={
-                "outcome": eviction.outcome, "message": eviction.message,
-                "duration_seconds": (self.clock() - start).total_seconds(),
-            }))
-        return evicted
+    def _evict_one(self, victim: VictimStatus) -> VictimStatus:
+        start = self.clock()
+        eviction = self.cluster.evict(victim.namespace, victim.name)
+        return victim.model_copy(update={
+            "outcome": eviction.outcome, "message": eviction.message,
+            "duration_seconds": (self.clock() - start).total_seconds(),
+        })
 
     async def _escalate(self, refused: OOMDecision) -> None:
         """The same victims, killed: under Hard pressure a budget cannot stand in the way."""
@@ -200,28 +225,24 @@ class Decider:
 
     async def _announce(self, decision: OOMDecision) -> None:
         """Events on the node and on every victim pod, so that `kubectl describe` and
-        `kubectl get events` tell the story; posted in one thread, one after another."""
-        await asyncio.to_thread(self._post_events, decision)
-
-    def _post_events(self, decision: OOMDecision) -> None:
+        `kubectl get events` tell the story."""
         spec = decision.spec
         trigger = spec.trigger
         verb = "would" if spec.mode == "DryRun" else "will"
         names = ", ".join(v.name for v in spec.victims)
-        self.cluster.event(
+        events: list[tuple[dict[str, str], str, str]] = [(
             {"kind": "Node", "name": spec.node_name, "apiVersion": "v1"},
             "OOMGuardDecision",
             f"{trigger.pressure} memory pressure: {size(trigger.available_bytes)} available, "
             f"need {size(trigger.need_bytes)}; {spec.action} {names} "
-            f"(decision {decision.metadata.name})", "Warning")
-        for group in spec.victims:
-            for pod in group.pods:
-                self.cluster.event(
-                    {"kind": "Pod", "namespace": pod.namespace, "name": pod.name,
-                     "uid": pod.uid, "apiVersion": "v1"},
-                    "OOMGuardVictim",
-                    f"oomguard {verb} {spec.action} group {group.name}: priority "
-                    f"{group.priority}, uses {size(group.usage_bytes)} of an allowance of "
-                    f"{size(group.allowance_bytes)}, on node {spec.node_name} under "
-                    f"{trigger.pressure} pressure (decision {decision.metadata.name})",
-                    "Warning")
+            f"(decision {decision.metadata.name})")]
+        events += [(
+            {"kind": "Pod", "namespace": pod.namespace, "name": pod.name, "uid": pod.uid,
+             "apiVersion": "v1"},
+            "OOMGuardVictim",
+            f"oomguard {verb} {spec.action} group {group.name}: priority "
+            f"{group.priority}, uses {size(group.usage_bytes)} of an allowance of "
+            f"{size(group.allowance_bytes)}, on node {spec.node_name} under "
+            f"{trigger.pressure} pressure (decision {decision.metadata.name})")
+            for group in spec.victims for pod in group.pods]
+        await self._each(lambda e: self.cluster.event(*e, "Warning"), events)

@@ -106,6 +106,10 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
         else:
             await decider.on_decision(dict(body))
 
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        decider.close()
+
     @kopf.on.event(GROUP, VERSION, "oompriorities", registry=registry)
     @kopf.on.event(GROUP, VERSION, "oompolicies", registry=registry)
     async def settings_changed(**indices: Any) -> None:

@@ -30,10 +30,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 WRITERS = 16
-"""Threads for the per-pod writes (Events, evictions). Apart from the loop's default
-executor, so that a decision whose groups span hundreds of pods never holds back the
-creation of another node's decision; and enough to write in parallel, as the calls mostly
-wait on the API server."""
+"""Threads for the per-pod writes (evictions, Events), one decision's at a time each.
+Apart from the loop's default executor, so that a decision whose groups span hundreds of
+pods never holds back the creation of another node's decision."""
 EVICTED = "Evicted"
 """Condition the operator adds once it has evicted a kill's pods (KillAndEvict, and group
 members on other nodes)."""
@@ -41,12 +40,6 @@ members on other nodes)."""
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _chunks(items: Sequence[T], count: int) -> list[Sequence[T]]:
-    """`items` in at most `count` runs of about equal length, in order."""
-    size = max(1, -(-len(items) // count))
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 @dataclass
@@ -152,15 +145,13 @@ class Decider:
         self._finished.discard(name)
 
     async def _each(self, write: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """`write` for every item, in order, on the writers: a few runs in parallel, each
-        one thread hop (a hop per pod would cost the loop more than the call)."""
-        def write_all(run: Sequence[T]) -> list[R]:
-            return [write(item) for item in run]
+        """`write` for every item, one after another, on one of the writers: one thread
+        hop (a hop per pod costs the loop more than the call), and one request at a time
+        per decision, as an API server shared with every node would have it."""
+        def write_all() -> list[R]:
+            return [write(item) for item in items]
 
-        loop = asyncio.get_running_loop()
-        runs = await asyncio.gather(*(loop.run_in_executor(self._writers, write_all, run)
-                                      for run in _chunks(items, WRITERS)))
-        return [result for run in runs for result in run]
+        return await asyncio.get_running_loop().run_in_executor(self._writers, write_all)
 
     def _count_pressure(self, node: str, pressure: str) -> None:
         before = self._pressure.get(node, "None")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oomguard.api import MemoryUsage, PodMemory
-from oomguard.engine import Pod, decide
+from oomguard.engine import Pod, decide, join_members_elsewhere
 from oomguard.engine.grouping import Workloads, may_join
 
 from builders import Gi, Mi, owned, owner, pod, priority, snapshot
@@ -111,3 +111,21 @@ def test_may_join_finds_the_members_of_victim_groups_on_other_nodes(
     assert sorted(groups) == ["shop/Deployment/web", "shop/app=etl"]
     member = may_join(groups.values(), Workloads(WORKLOAD_OWNERS))
     assert member(elsewhere) is joins
+
+
+def test_victims_are_joined_by_their_members_elsewhere_as_their_own_settings_group_them(
+) -> None:
+    """What the operator does after deciding on a node's own pods: the victim group gets
+    its running members of other nodes, grouped as their own settings say."""
+    here = owned("web-1-a", "shop", "ReplicaSet", "web-1")
+    snap = snapshot([(here, 1 * Gi)], owners=WORKLOAD_OWNERS, priorities=[
+        priority("web", "shop", group={"by": "Workload"}),
+        priority("canary", "shop", podSelector={"matchLabels": {"track": "canary"}}),
+    ])
+    [victim] = [v.group for v in decide(snap).victims]
+    member = owned("web-2-x", "shop", "ReplicaSet", "web-2", **ELSEWHERE)
+    leaving = owned("web-2-y", "shop", "ReplicaSet", "web-2", terminating=True, **ELSEWHERE)
+    own_group = owned("web-2-z", "shop", "ReplicaSet", "web-2", labels={"track": "canary"},
+                      **ELSEWHERE)  # grouped by Pod by its own settings
+    join_members_elsewhere([victim], [member, leaving, own_group, here], snap)
+    assert [p.name for p in victim.elsewhere] == ["web-2-x"]

@@ -20,7 +20,7 @@ from oomguard.api.meta import Condition
 from oomguard.controller.metrics import OperatorMetrics
 from oomguard.controller.view import ALL, ClusterView
 from oomguard.decisions import decision_from_outcome, decision_name
-from oomguard.engine import decide
+from oomguard.engine import decide, join_members_elsewhere
 from oomguard.engine.pressure import assess, select_policy
 from oomguard.engine.ranking import size
 from oomguard.kube import Cluster
@@ -79,13 +79,13 @@ class Decider:
         if pressure == "None":
             return None  # the common case: no snapshot, no engine
         view.recent = self.recent
-        outcome = decide(view.snapshot(report, now))
+        snapshot = view.snapshot(report, now)
+        outcome = decide(snapshot)
         if not outcome.victims:
             return None
         spanning = [v.group for v in outcome.victims if v.group.group_by != "Pod"]
-        elsewhere = view.members_elsewhere(node, spanning) if spanning else []
-        if elsewhere:  # once more, with the victim groups' members on other nodes
-            outcome = decide(view.snapshot(report, now, elsewhere))
+        if spanning:
+            join_members_elsewhere(spanning, view.members_elsewhere(node, spanning), snapshot)
         decision = decision_from_outcome(outcome, decided_by="operator", at=now,
                                          report_time=report.status.observed_time)
         await asyncio.to_thread(self.cluster.create_decision, decision)

@@ -5,7 +5,7 @@ Indices are kopf's in-memory caches, kept by list+watch: nothing here calls the 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -97,13 +97,9 @@ class ClusterView:
         return [p for ns in sorted({g.namespace for g in groups})
                 for p in self.pods.get(("ns", ns), ()) if p.node_name != node and member(p)]
 
-    def snapshot(self, report: NodeMemoryReport, now: datetime,
-                 elsewhere: Sequence[Pod] = ()) -> Snapshot:
-        """The node's pods, and `elsewhere` pods on other nodes: only needed to find the
-        members of victim groups that span nodes. So the operator decides on the node's
-        pods first, then once more with the victim groups' `members_elsewhere` (which
-        cannot change the victims: pods elsewhere join groups, they do not count in their
-        usage)."""
+    def snapshot(self, report: NodeMemoryReport, now: datetime) -> Snapshot:
+        """The node's pods and what ranks them; members of victim groups on other nodes
+        are found afterwards, for the victims only (`members_elsewhere`)."""
         assert report.status is not None
         node = report.metadata.name
         on_node = list(self.pods.get(("node", node), ()))
@@ -118,7 +114,7 @@ class ClusterView:
             node=node,
             memory=report.status.node,
             usage=report.status.pods,
-            pods=[*on_node, *elsewhere],
+            pods=on_node,
             now=now,
             node_labels=_only(self.nodes.get(node, ())) or {},
             namespaces={ns: _only(self.namespaces.get(ns, ())) or {} for ns in namespaces},

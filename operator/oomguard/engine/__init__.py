@@ -3,7 +3,7 @@
 No I/O and no clock: callers pass the time in the snapshot.
 """
 
-from oomguard.engine.decide import decide
+from oomguard.engine.decide import decide, join_members_elsewhere
 from oomguard.engine.model import (
     Exclusion,
     Group,
@@ -27,4 +27,5 @@ __all__ = [
     "Ranked",
     "Snapshot",
     "decide",
+    "join_members_elsewhere",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from oomguard.engine.eligibility import NEVER, UNKNOWN_POD, Context, exclusion
 from oomguard.engine.grouping import Workloads, build_groups, group_name
-from oomguard.engine.model import Exclusion, Outcome, Pod, PodPriority, Snapshot
+from oomguard.engine.model import Exclusion, Group, Outcome, Pod, PodPriority, Snapshot
 from oomguard.engine.pressure import assess, select_policy
 from oomguard.engine.priorities import DEFAULT_PRIORITY, resolve
 from oomguard.engine.ranking import rank
@@ -33,7 +35,7 @@ def decide(snapshot: Snapshot) -> Outcome:
 
     excluded: list[Exclusion] = []
     members: list[tuple[Pod, PodPriority, str]] = []
-    elsewhere: list[tuple[Pod, str]] = []
+    elsewhere: list[Pod] = []
     releasing = 0
     settings = resolution.by_pod
     for pod in s.pods:
@@ -47,8 +49,8 @@ def decide(snapshot: Snapshot) -> Outcome:
             reason.reason == "InFlightVictim" and flight.blocking
         ):
             releasing += usage.get(pod.uid, 0)
-        elif reason.reason == "NotOnNode" and pod.phase == "Running" and not pod.terminating:
-            elsewhere.append((pod, group_name(pod, setting, workloads)))
+        elif reason.reason == "NotOnNode":
+            elsewhere.append(pod)
     known = {pod.uid for pod in s.pods}
     excluded.extend(
         Exclusion(p.uid, p.uid, UNKNOWN_POD, "pod cgroup on the node with no known Pod object")
@@ -57,9 +59,7 @@ def decide(snapshot: Snapshot) -> Outcome:
     )
 
     groups = build_groups(members, usage)
-    for pod, name in elsewhere:
-        if name in groups:
-            groups[name].elsewhere.append(pod)
+    _join(groups, elsewhere, settings, workloads)
     candidates = []
     for group in groups.values():
         if group.preference == NEVER:
@@ -92,3 +92,27 @@ def decide(snapshot: Snapshot) -> Outcome:
         cooldown_seconds=spec.cooldown_seconds,
         blocked_by=flight.blocking,
     )
+
+
+def join_members_elsewhere(victims: Iterable[Group], pods: Iterable[Pod],
+                           snapshot: Snapshot) -> None:
+    """Add to each victim group's `elsewhere` its members among `pods` on other nodes.
+    The operator decides on a node's own pods, then looks further only for the victims'
+    members, out of namespaces that may hold thousands of pods; pods elsewhere never
+    change a ranking (usage counts on the node only), so the outcome stands."""
+    policy = select_policy(snapshot.policies, snapshot.node, snapshot.node_labels)
+    pods = [p for p in pods if p.node_name != snapshot.node]
+    settings = resolve(pods, snapshot.priorities, snapshot.namespaces, policy).by_pod
+    _join({g.name: g for g in victims}, pods, settings, Workloads(snapshot.owners))
+
+
+def _join(groups: Mapping[str, Group], pods: Iterable[Pod],
+          settings: Mapping[str, PodPriority], workloads: Workloads) -> None:
+    """Running pods of other nodes join the group their own settings name, if it is one
+    of `groups`: they are killed or evicted with it."""
+    for pod in pods:
+        if pod.phase == "Running" and not pod.terminating:
+            group = groups.get(group_name(pod, settings.get(pod.uid, DEFAULT_PRIORITY),
+                                          workloads))
+            if group is not None:
+                group.elsewhere.append(pod)

@@ -504,8 +504,8 @@ async def through_emulator(samples: int, warmup: int, nodes: int, pods_per_node:
             emulator.close_watches()
 
 
-async def _emulator_samples(emulator: TimedEmulator, model: ClusterModel, samples: int,
-                            warmup: int) -> dict[str, Any]:
+def seed(emulator: ClusterEmulator, model: ClusterModel) -> None:
+    """The whole cluster in the emulator, every node's report at rest."""
     for namespace, labels in model.namespaces.items():
         emulator.store("v1/namespaces", {"metadata": {"name": namespace, "labels": labels}})
     for node in model.nodes:
@@ -520,6 +520,11 @@ async def _emulator_samples(emulator: TimedEmulator, model: ClusterModel, sample
     emulator.store(f"{GROUP}/{VERSION}/oompolicies", model.policy)
     for node in model.nodes:
         emulator.store(REPORTS_RES, model.report(node, "None"))
+
+
+async def _emulator_samples(emulator: TimedEmulator, model: ClusterModel, samples: int,
+                            warmup: int) -> dict[str, Any]:
+    seed(emulator, model)
     # This process is the API server; the operator runs in a process of its own. Python's
     # full collections of the emulator's store (every object and its history) take ~0.2 s
     # every few seconds and would stall the "API server" in the samples: a real one does
@@ -632,14 +637,8 @@ async def kopf_startup(nodes: int) -> dict[str, Any]:
     emulator = TimedEmulator(crd_dir=CRD_DIR, strict=True)
     async with emulator, kmock.Server(emulator):
         try:
-            for namespace, labels in model.namespaces.items():
-                emulator.store("v1/namespaces", {"metadata": {"name": namespace,
-                                                              "labels": labels}})
-            for pod in model.pods:
-                emulator.store("v1/pods", pod.body())
-            emulator.store(f"{GROUP}/{VERSION}/oompolicies", model.policy)
-            node = model.nodes[0]
-            emulator.store(REPORTS_RES, model.report(node, "Soft"))
+            seed(emulator, model)
+            emulator.store(REPORTS_RES, model.report(model.nodes[0], "Soft"))
             writes = Writes(emulator)
             started = time.perf_counter()
             async with operator_process(emulator.server_url) as stamps:

@@ -101,8 +101,9 @@ def operator(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    controller.run(server=args.server, peering=args.peering, liveness=args.liveness,
-                   metrics_port=args.metrics_port, priority=args.priority)
+    controller.run(server=args.server, kubeconfig=args.kubeconfig, peering=args.peering,
+                   liveness=args.liveness, metrics_port=args.metrics_port,
+                   priority=args.priority)
     return 0
 
 
@@ -187,7 +188,11 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=agent)
 
     p = commands.add_parser("operator", help=operator.__doc__, description=operator.__doc__)
-    p.add_argument("--server", help="API server URL (default: in-cluster or kubeconfig)")
+    p.add_argument("--kubeconfig", type=Path,
+                   help="kubeconfig, when not running in a pod (default: $KUBECONFIG, then "
+                   "~/.kube/config)")
+    p.add_argument("--server", help="API server URL, without authentication (kubectl proxy); "
+                   "overrides the in-cluster config and the kubeconfig")
     p.add_argument("--peering", help="kopf peering name: replicas elect one active peer")
     p.add_argument("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -43,6 +44,21 @@ def api_client(*, server: str | None = None, kubeconfig: Path | None = None,
     api = client.ApiClient(configuration)
     api.user_agent = user_agent
     return api
+
+
+def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from a `kubernetes` client configuration: server, CA, client
+    certificate or bearer token. An in-cluster configuration re-reads its token file
+    first, so that a kopf re-login after a 401 picks up the rotated token."""
+    if configuration.refresh_api_key_hook is not None:
+        configuration.refresh_api_key_hook(configuration)
+    header = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    scheme, _, token = (header or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host, ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file, private_key_path=configuration.key_file,
+        scheme=scheme.capitalize() or None, token=token or None)
 
 
 @dataclass(frozen=True)

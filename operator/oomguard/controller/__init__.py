@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -13,12 +14,13 @@ import prometheus_client
 from oomguard.controller.deciding import Decider
 from oomguard.controller.handlers import register
 from oomguard.controller.housekeeping import Options
-from oomguard.kube import Cluster, api_client
+from oomguard.kube import Cluster, api_client, connection_info
 
 __all__ = ["Decider", "Options", "register", "run"]
 
 
-def run(*, server: str | None = None, peering: str | None = None,
+def run(*, server: str | None = None, kubeconfig: Path | None = None,
+        peering: str | None = None,
         liveness: str | None = None, metrics_port: int | None = None,
         priority: int | None = None, stop: threading.Event | None = None) -> None:
     """Run the operator until stopped. With `peering`, replicas elect one active peer
@@ -28,14 +30,17 @@ def run(*, server: str | None = None, peering: str | None = None,
     registry = kopf.OperatorRegistry()
     settings = kopf.OperatorSettings()
     settings.peering.priority = priority if priority is not None else secrets.randbelow(2**31)
-    decider = Decider(Cluster(api_client(server=server)))
+    api = api_client(server=server, kubeconfig=kubeconfig)
+    decider = Decider(Cluster(api))
     register(registry, decider, freeze_caches=True)
     if metrics_port is not None:
         prometheus_client.start_http_server(metrics_port, registry=decider.metrics.registry)
-    if server is not None:
-        @kopf.on.login(registry=registry)
-        def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=server)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        """kopf talks to the API server as the Decider's client does: one source of
+        credentials (in a pod, its projected token, re-read as the kubelet rotates it)."""
+        return connection_info(api.configuration)
 
     asyncio.run(kopf.operator(
         registry=registry, settings=settings, clusterwide=True, standalone=peering is None,

@@ -222,7 +222,9 @@ class Decider:
         verb = "would" if spec.mode == "DryRun" else "will"
         names = ", ".join(v.name for v in spec.victims)
         events: list[tuple[dict[str, str], str, str]] = [(
-            {"kind": "Node", "name": spec.node_name, "apiVersion": "v1"},
+            # The node's uid as the kubelet writes it in its Events (the name):
+            # `kubectl describe node` finds them by that.
+            {"kind": "Node", "name": spec.node_name, "uid": spec.node_name, "apiVersion": "v1"},
             "OOMGuardDecision",
             f"{trigger.pressure} memory pressure: {size(trigger.available_bytes)} available, "
             f"need {size(trigger.need_bytes)}; {spec.action} {names} "

@@ -2,9 +2,11 @@
 perhaps while the API server was unreachable) and the outcome of executed ones.
 
 They are written in order by one thread that keeps retrying while the API server does not
-answer, so that a decision is recorded as soon as it answers again. A write the server
-refuses (other than a create that an earlier, unanswered attempt already made) is logged
-and dropped: retrying cannot fix it.
+answer, so that a decision is recorded as soon as it answers again. Refusals that heal are
+retried too: 401 and 403 (a kube-apiserver that is starting serves requests before its
+authorizer has loaded the RBAC rules, and refuses them; a rotated token). Other refusals
+(other than a create that an earlier, unanswered attempt already made) are logged and
+dropped: retrying cannot fix them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from oomguard.api import OOMDecision, OOMDecisionStatus
 log = logging.getLogger(__name__)
 
 DECISIONS = "oomdecisions"
+RETRIED_REFUSALS = (401, 403)
 
 
 class DecisionRecorder:
@@ -85,6 +88,11 @@ class DecisionRecorder:
                     self._wakeup.wait(self._backoff.delay())
                 continue
             except ApiException as error:
+                if error.status in RETRIED_REFUSALS:
+                    log.warning("%s: %s %s; retrying", what, error.status, error.reason)
+                    with self._wakeup:
+                        self._wakeup.wait(self._backoff.delay())
+                    continue
                 log.error("%s: refused (%s %s): %s", what, error.status, error.reason,
                           error.body)
             except Exception:  # the thread must outlive one bad write

@@ -6,13 +6,21 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "oomguard.io"
 VERSION = "v1alpha1"
 API_VERSION: Final = "oomguard.io/v1alpha1"
 ApiVersion = Literal["oomguard.io/v1alpha1"]
+
+
+def cel_rules(*rules: dict[str, JsonValue]) -> ConfigDict:
+    """A model's config that adds Kubernetes CEL validation rules to its schema
+    (`x-kubernetes-validations`), so that the API server refuses what the model's own
+    validators refuse: each rule beside the validator it mirrors. A rule has `rule`, and
+    `message` or `messageExpression`, and may name a `fieldPath` and a `reason`."""
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
 
 
 class Model(BaseModel):

@@ -7,15 +7,27 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from oomguard.api.meta import API_VERSION, ApiVersion, Condition, LabelSelector, Model, ObjectMeta
-from oomguard.api.quantity import QuantityOrPercent, is_percent, parse_quantity
+from oomguard.api.meta import (
+    API_VERSION,
+    ApiVersion,
+    Condition,
+    LabelSelector,
+    Model,
+    ObjectMeta,
+    cel_rules,
+)
+from oomguard.api.quantity import QuantityOrPercent, cel_not_above, is_percent, parse_quantity
 
 Action = Literal["Evict", "Kill", "KillAndEvict"]
 Pressure = Literal["None", "Soft", "Hard"]
 
 
+DEFAULT_SOFT, DEFAULT_HARD, DEFAULT_RECLAIM_TO = "10%", "5%", "15%"
+
+
 def _not_above(low: str, high: str) -> bool:
-    """True unless `low` is provably above `high` (only comparable in the same unit)."""
+    """True unless `low` is provably above `high` (only comparable in the same unit).
+    Its CEL twin, for the API server: quantity.cel_not_above."""
     if is_percent(low) != is_percent(high):
         return True
     if is_percent(low):
@@ -27,11 +39,20 @@ class MemoryAvailableThresholds(Model):
     """Available-memory thresholds. Below `soft` the node is under Soft pressure, below
     `hard` under Hard pressure."""
 
+    model_config = cel_rules({
+        "rule": f"!has(self.hard) || !has(self.soft) || {cel_not_above('self.hard', 'self.soft')}",
+        "messageExpression": "'hard (' + string(self.hard) + ') must not be above soft ('"
+                             " + string(self.soft) + ')'",
+        "fieldPath": ".hard",
+    })
+
     soft: QuantityOrPercent = Field(
-        "10%", description="Soft threshold: a quantity (512Mi) or a percentage of capacity."
+        DEFAULT_SOFT, description="Soft threshold: a quantity (512Mi) or a percentage of "
+        "capacity."
     )
     hard: QuantityOrPercent = Field(
-        "5%", description="Hard threshold: a quantity (256Mi) or a percentage of capacity."
+        DEFAULT_HARD, description="Hard threshold: a quantity (256Mi) or a percentage of "
+        "capacity."
     )
 
     @model_validator(mode="after")
@@ -88,8 +109,21 @@ class Tenant(Model):
     )
 
 
+_SOFT = ("has(self.thresholds) && has(self.thresholds.memoryAvailable) && "
+         "has(self.thresholds.memoryAvailable.soft) ? "
+         f"self.thresholds.memoryAvailable.soft : '{DEFAULT_SOFT}'")
+_RECLAIM_TO = f"has(self.reclaimTo) ? self.reclaimTo : '{DEFAULT_RECLAIM_TO}'"
+
+
 class OOMPolicySpec(Model):
     """The admin's policy for the nodes it governs."""
+
+    model_config = cel_rules({
+        "rule": cel_not_above(f"({_SOFT})", f"({_RECLAIM_TO})"),
+        "messageExpression": f"'reclaimTo (' + string({_RECLAIM_TO}) + ') must not be below "
+                             f"the soft threshold (' + string({_SOFT}) + ')'",
+        "fieldPath": ".reclaimTo",
+    })
 
     node_selector: LabelSelector = Field(
         default_factory=LabelSelector,
@@ -103,7 +137,7 @@ class OOMPolicySpec(Model):
         default_factory=Thresholds, description="When the node counts as under pressure."
     )
     reclaim_to: QuantityOrPercent = Field(
-        "15%",
+        DEFAULT_RECLAIM_TO,
         description="Available memory to restore: victims are picked until their expected "
         "reclaim covers reclaimTo minus available. Quantity or percentage of capacity.",
     )

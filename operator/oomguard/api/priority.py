@@ -6,17 +6,29 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
-from oomguard.api.meta import API_VERSION, ApiVersion, Condition, LabelSelector, Model, ObjectMeta
-from oomguard.api.quantity import QUANTITY_PATTERN, parse_quantity
+from oomguard.api.meta import (
+    API_VERSION,
+    ApiVersion,
+    Condition,
+    LabelSelector,
+    Model,
+    ObjectMeta,
+    cel_rules,
+)
+from oomguard.api.quantity import MAX_LENGTH, QUANTITY_PATTERN, parse_quantity
 
 Preference = Literal["Prefer", "Avoid", "Never"]
 GroupBy = Literal["Pod", "Workload", "Label"]
 ALLOWANCE_KEYWORDS = ("Requests", "Limits")
+LABEL_KEY_LENGTH = 317
+"""A label key's longest: a 253-character DNS prefix, a slash and a 63-character name."""
 
 
 def _check_allowance(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
+    if isinstance(value, str) and len(value) > MAX_LENGTH:
+        raise ValueError(f"an allowance is at most {MAX_LENGTH} characters")
     if isinstance(value, str) and value not in ALLOWANCE_KEYWORDS:
         try:
             parse_quantity(value)
@@ -34,6 +46,7 @@ Allowance = Annotated[
         "anyOf": [{"type": "integer"}, {"type": "string"}],
         "x-kubernetes-int-or-string": True,
         "pattern": f"^(Requests|Limits)$|{QUANTITY_PATTERN}",
+        "maxLength": MAX_LENGTH,
     }),
 ]
 
@@ -41,13 +54,23 @@ Allowance = Annotated[
 class Grouping(Model):
     """How pods form groups; a group is ranked and killed as one unit."""
 
+    model_config = cel_rules(
+        {"rule": "self.by != 'Label' || (has(self.label) && self.label != '')",
+         "message": "group.label is required when group.by is Label",
+         "fieldPath": ".label", "reason": "FieldValueRequired"},
+        {"rule": "self.by == 'Label' || !has(self.label) || self.label == ''",
+         "messageExpression": "'group.label is only used with group.by Label, not ' + self.by",
+         "fieldPath": ".label"},
+    )
+
     by: GroupBy = Field(
         "Pod",
         description="Pod: each pod alone. Workload: all pods of the same top-level "
         "controller (through ownerReferences). Label: all pods of the namespace that share "
         "the value of `label`.",
     )
-    label: str | None = Field(None, description="The label key, when `by` is Label.")
+    label: str | None = Field(None, max_length=LABEL_KEY_LENGTH,
+                              description="The label key, when `by` is Label.")
 
     @model_validator(mode="after")
     def _label_iff_by_label(self) -> Grouping:

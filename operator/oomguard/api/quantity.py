@@ -19,6 +19,9 @@ QUANTITY_PATTERN = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 PERCENT_PATTERN = r"^([0-9]+(\.[0-9]+)?)%$"
+MAX_LENGTH = 64
+"""Longest quantity or percentage taken: far beyond any real one, and it bounds what the
+API server's CEL rules cost to evaluate."""
 
 _SUFFIXES: dict[str, Decimal] = {
     "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
@@ -50,6 +53,16 @@ def parse_quantity(text: str | int) -> int:
     return ceil(value)
 
 
+def cel_not_above(low: str, high: str) -> str:
+    """The CEL twin of `not_above` (policy.py): `low` and `high` are CEL expressions of
+    int-or-string quantities or percentages; true unless `low` is provably above `high`."""
+    lo, hi = f"string({low})", f"string({high})"  # CRD rules have no cel.bind
+    return (f"{lo}.endsWith('%') != {hi}.endsWith('%') || ({lo}.endsWith('%') ? "
+            f"double({lo}.replace('%', '')) <= double({hi}.replace('%', '')) : "
+            f"!isQuantity({lo}) || !isQuantity({hi}) || "
+            f"quantity({lo}).compareTo(quantity({hi})) <= 0)")
+
+
 def is_percent(text: str) -> bool:
     return text.strip().endswith("%")
 
@@ -67,12 +80,16 @@ def _check_quantity(value: Any) -> Any:
         raise ValueError("a quantity is a number or a string such as 512Mi, not a boolean")
     if isinstance(value, int | float):
         value = str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, str) and len(value) > MAX_LENGTH:
+        raise ValueError(f"a quantity is at most {MAX_LENGTH} characters")
     if isinstance(value, str) and parse_quantity(value) < 0:
         raise ValueError(f"{value!r} is negative; memory amounts are >= 0")
     return value
 
 
 def _check_quantity_or_percent(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_LENGTH:
+        raise ValueError(f"a quantity or percentage is at most {MAX_LENGTH} characters")
     if isinstance(value, str) and is_percent(value):
         if not re.match(PERCENT_PATTERN, value.strip()):
             raise ValueError(f"{value!r} is not a percentage such as 10% or 2.5%")
@@ -88,7 +105,7 @@ _INT_OR_STRING = {"anyOf": [{"type": "integer"}, {"type": "string"}],
 Quantity = Annotated[
     str,
     BeforeValidator(_check_quantity),
-    WithJsonSchema({**_INT_OR_STRING, "pattern": QUANTITY_PATTERN}),
+    WithJsonSchema({**_INT_OR_STRING, "pattern": QUANTITY_PATTERN, "maxLength": MAX_LENGTH}),
 ]
 """A Kubernetes quantity of bytes, kept as the user wrote it."""
 
@@ -98,6 +115,7 @@ QuantityOrPercent = Annotated[
     WithJsonSchema({
         **_INT_OR_STRING,
         "pattern": f"({QUANTITY_PATTERN})|({PERCENT_PATTERN})",
+        "maxLength": MAX_LENGTH,
     }),
 ]
 """A quantity of bytes, or a percentage of the node's memory capacity."""

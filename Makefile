@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint typecheck pytest demo bench crds clean
+.PHONY: test lint typecheck pytest demo bench crds clean controlplane cluster cluster-down
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,20 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy operator/oomguard
 
-pytest: $(BIN)/.installed
+# The test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl), built
+# from tests/cluster/go.mod once per machine into ~/.cache/oomguard (docs/testing.md).
+controlplane: $(BIN)/.installed
+	cd tests && ../$(BIN)/python -m support.controlplane build
+
+pytest: $(BIN)/.installed controlplane
 	$(BIN)/pytest
+
+# A control plane that stays up for you: KUBECONFIG=.cluster/admin.kubeconfig.
+cluster: controlplane
+	cd tests && ../$(BIN)/python -m support.controlplane up --state ../.cluster
+
+cluster-down: $(BIN)/.installed
+	cd tests && ../$(BIN)/python -m support.controlplane down --state ../.cluster
 
 demo: $(BIN)/.installed
 	$(BIN)/oomguard demo
@@ -39,4 +51,4 @@ crds: $(BIN)/.installed
 	$(BIN)/python -m oomguard.api.crd charts/oomguard/crds
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .cluster

@@ -1,40 +1,61 @@
-"""Fixtures shared by the end-to-end tests, and the check that oomguard.permissions lists
-exactly the API calls they make."""
+"""Fixtures shared by the end-to-end tests (one real control plane per session, see
+docs/testing.md), and the check that oomguard.permissions lists exactly the API calls they
+make."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from oomguard.permissions import AGENT, OPERATOR, Permission
 
-from support import AGENT_TOKEN, OPERATOR_TOKEN, ClusterEmulator, running_emulator
+from support import ClusterSession, ControlPlane, Kube
+from support.cluster import AGENT_ACCOUNT, OPERATOR_ACCOUNT
+from support.helm import NAMESPACE
 
-LISTS = {OPERATOR_TOKEN: OPERATOR, AGENT_TOKEN: AGENT}
+LISTS = {f"system:serviceaccount:{NAMESPACE}:{OPERATOR_ACCOUNT}": OPERATOR,
+         f"system:serviceaccount:{NAMESPACE}:{AGENT_ACCOUNT}": AGENT}
+
+
+@pytest.fixture(scope="session")
+def cluster_session() -> Iterator[ClusterSession]:
+    """etcd, kube-apiserver and kube-controller-manager for the whole run, with the chart
+    installed; stopped at the end, also when tests fail or the run is interrupted."""
+    plane = ControlPlane(Path(tempfile.mkdtemp(prefix="oomguard-cluster-")))
+    plane.start()
+    try:
+        session = ClusterSession(plane)
+        session.install_chart()
+        yield session
+    finally:
+        plane.stop()
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[ClusterEmulator]:
-    """A fresh Kubernetes API emulator on a free localhost port (see docs/emulator.md)."""
-    async with running_emulator() as server:
-        yield server
+def kube(cluster_session: ClusterSession, request: pytest.FixtureRequest) -> Iterator[Kube]:
+    """This test's view of the session's cluster: its own names, its audit log."""
+    view = Kube(cluster_session, request.node.nodeid)
+    yield view
+    view.cleanup()
 
 
 @pytest.fixture(autouse=True)
 def _calls_are_listed(request: pytest.FixtureRequest) -> Iterator[None]:
     """Every API call the operator or an agent makes in a test is one that
-    oomguard.permissions lists
-    (and so one the chart's RBAC grants)."""
+    oomguard.permissions lists (the chart's RBAC grants exactly those: anything else was
+    refused with 403, which this names)."""
     yield
-    emulator = request.node.funcargs.get("emulator")
-    if isinstance(emulator, ClusterEmulator):
-        for token, listed in LISTS.items():
-            used = emulator.used_permissions(token=token)
-            _coverage.used[token] |= used
+    kube = request.node.funcargs.get("kube")
+    if isinstance(kube, Kube):
+        calls = kube.calls()
+        for username, listed in LISTS.items():
+            used = {c.rbac for c in calls if c.username == username}
+            _coverage.used[username] |= used
             unlisted = used - listed
-            assert not unlisted, f"{token} API calls missing from oomguard.permissions: " \
+            assert not unlisted, f"{username} API calls missing from oomguard.permissions: " \
                 f"{unlisted}"
 
 
@@ -44,7 +65,7 @@ class _Coverage:
 
     Only a whole run can tell: the check runs at the end of a session that collected every
     test file under tests/, selected no test by node id, -k, -m, --lf or the like, and in
-    which every test using the emulator passed (none skipped, e.g. for want of a cgroup
+    which every test using the cluster passed (none skipped, e.g. for want of a cgroup
     sandbox). Otherwise it says in one line why it did not run."""
 
     def __init__(self) -> None:
@@ -81,7 +102,7 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     _coverage.collected_files = {Path(item.path) for item in session.items}
     _coverage.e2e = {item.nodeid for item in session.items
-                     if "emulator" in getattr(item, "fixturenames", ())}
+                     if "kube" in getattr(item, "fixturenames", ())}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -11,17 +11,13 @@ import signal
 from typing import Any
 
 from agent_harness import (
-    DECISIONS,
-    NODE,
-    REPORTS,
-    Proxy,
+    Cluster,
     config,
     create_decision,
     operator_decision,
-    requests,
+    pod_on,
     running_agent,
     seed_node,
-    status_of,
     until,
     when,
 )
@@ -29,22 +25,23 @@ from agent_harness import (
 from oomguard.permissions import AGENT
 from oomguard.sandbox import SandboxNode, SandboxPod
 
-from support import AGENT_TOKEN, ClusterEmulator
+from support import Kube
 
 HOG_MIB = 160
 """Grown by the victim (at 400MiB/s): Hard pressure under the test policy, far from the
 node's limit."""
 
 
-def _pods(node: SandboxNode) -> tuple[SandboxPod, SandboxPod]:
-    batch, web = node.add_pod("batch-0", "jobs"), node.add_pod("web-0", "shop")
+def _pods(cluster: Cluster, node: SandboxNode) -> tuple[SandboxPod, SandboxPod]:
+    batch = pod_on(cluster, node, "batch-0", cluster.kube.namespace("jobs"))
+    web = pod_on(cluster, node, "web-0", cluster.kube.namespace("shop"))
     node.start(web, "anon", 8)
     return batch, web
 
 
-def _decided(emulator: ClusterEmulator) -> dict[str, Any] | None:
+def _decided(cluster: Cluster) -> dict[str, Any] | None:
     """The only decision, once its outcome is written."""
-    decisions = emulator.read_all(DECISIONS)
+    decisions = cluster.decisions()
     if len(decisions) == 1 and (decisions[0].get("status") or {}).get("phase") in (
             "Completed", "Failed"):
         return decisions[0]
@@ -52,14 +49,14 @@ def _decided(emulator: ClusterEmulator) -> dict[str, Any] | None:
 
 
 async def test_without_a_decision_from_the_operator_the_agent_acts_alone(
-    emulator: ClusterEmulator, node: SandboxNode
+    kube: Kube, node: SandboxNode
 ) -> None:
-    batch, web = _pods(node)
-    seed_node(emulator, [batch, web])
-    async with running_agent(config(node, act_alone_after=1.0), emulator.server_url) as agent:
+    cluster = seed_node(kube)
+    batch, _ = _pods(cluster, node)
+    async with running_agent(config(cluster, node, act_alone_after=1.0), kube) as agent:
         await until(lambda: all(r.synced.is_set() for r in agent.view.reflectors))
         hog = node.start(batch, "grow:400", HOG_MIB)
-        decision = await emulator.wait_for(lambda: _decided(emulator))
+        decision = await kube.wait_for(lambda: _decided(cluster))
     assert await asyncio.to_thread(hog.wait, 5) == -signal.SIGKILL
     spec, status = decision["spec"], decision["status"]
     assert (spec["decidedBy"], spec["action"], spec["trigger"]["pressure"]) == (
@@ -67,52 +64,56 @@ async def test_without_a_decision_from_the_operator_the_agent_acts_alone(
     assert [p["uid"] for v in spec["victims"] for p in v["pods"]] == [batch.uid]
     assert status["phase"] == "Completed"
     assert [v["outcome"] for v in status["victims"]] == ["Killed"]
-    hard = next(body["status"] for _, body, _ in requests(
-        emulator, AGENT_TOKEN, "PATCH", f"nodememoryreports/{NODE}/status")
-        if body["status"].get("pressure") == "Hard")
+    hard = next(c.body["status"] for c in kube.calls(kube.agent)
+                if c.rbac == ("patch", "oomguard.io", "nodememoryreports", "status")
+                and c.body and c.body["status"].get("pressure") == "Hard")
     waited = when(status["startTime"]) - when(hard["heartbeatTime"])
     assert waited.total_seconds() >= 0.5  # the operator had its chance (deadline 1s)
 
 
-async def test_with_the_api_server_unreachable_the_agent_acts_at_once(
-    emulator: ClusterEmulator, node: SandboxNode
+async def test_with_the_api_server_stopped_the_agent_acts_at_once(
+    kube: Kube, node: SandboxNode
 ) -> None:
-    batch, web = _pods(node)
-    seed_node(emulator, [batch, web])
-    proxy = Proxy(emulator.server_url)
-    await proxy.up()
-    try:
-        # A deadline far away: only the unreachable API server can make it act.
-        async with running_agent(config(node, act_alone_after=60.0), proxy.url) as agent:
-            await until(lambda: all(r.synced.is_set() for r in agent.view.reflectors))
-            await proxy.down()
+    """kube-apiserver itself is stopped: connections refused. The agent kills from its
+    caches, and records the decision once the server is back."""
+    cluster = seed_node(kube)
+    batch, _ = _pods(cluster, node)
+    # A deadline far away: only the unreachable API server can make it act.
+    async with running_agent(config(cluster, node, act_alone_after=60.0), kube) as agent:
+        await until(lambda: all(r.synced.is_set() for r in agent.view.reflectors))
+        kube.stop_apiserver()  # from the main thread, which owns the control plane
+        try:
             await until(lambda: not agent.api.health.up)
             hog = node.start(batch, "grow:400", HOG_MIB)
             assert await asyncio.to_thread(hog.wait, 10) == -signal.SIGKILL
-            assert emulator.read_all(DECISIONS) == []  # nowhere to write it yet
-            await proxy.up()
-            decision = await emulator.wait_for(lambda: _decided(emulator))
-    finally:
-        await proxy.down()
+        finally:
+            kube.start_apiserver()
+        decision = await kube.wait_for(lambda: _decided(cluster), timeout=30)
     assert decision["spec"]["decidedBy"] == "agent"
-    assert decision["metadata"]["labels"] == {"oomguard.io/node": NODE}
-    assert ("create", "oomguard.io", "oomdecisions", "") in emulator.used_permissions(AGENT_TOKEN)
-    assert emulator.used_permissions(AGENT_TOKEN) <= AGENT
+    assert decision["metadata"]["labels"] == {"oomguard.io/node": cluster.node}
+    used = kube.used_permissions(kube.agent)
+    assert ("create", "oomguard.io", "oomdecisions", "") in used
+    assert used <= AGENT
     assert [v["outcome"] for v in decision["status"]["victims"]] == ["Killed"]
+    # A kube-apiserver that is starting answers before its authorizer has the RBAC rules:
+    # the agent retries what it refused (403) until recorded.
+    creates = [c.code for c in kube.calls(kube.agent)
+               if c.rbac == ("create", "oomguard.io", "oomdecisions", "")]
+    assert creates[-1] == 201 and set(creates[:-1]) <= {403}
 
 
 async def test_with_the_operator_answering_in_time_the_agent_executes_its_decision(
-    emulator: ClusterEmulator, node: SandboxNode
+    kube: Kube, node: SandboxNode
 ) -> None:
-    batch, web = _pods(node)
-    seed_node(emulator, [batch, web])
-    async with running_agent(config(node, act_alone_after=2.0), emulator.server_url) as agent:
+    cluster = seed_node(kube)
+    batch, _ = _pods(cluster, node)
+    async with running_agent(config(cluster, node, act_alone_after=2.0), kube) as agent:
         await until(lambda: all(r.synced.is_set() for r in agent.view.reflectors))
         hog = node.start(batch, "grow:400", HOG_MIB)
-        await emulator.wait_for(
-            lambda: status_of(emulator, REPORTS, NODE).get("pressure") == "Hard")
-        await create_decision(emulator, operator_decision(f"{NODE}-1", [batch]))
-        decision = await emulator.wait_for(lambda: _decided(emulator))
+        await kube.wait_for(lambda: cluster.report().get("pressure") == "Hard")
+        await create_decision(kube, operator_decision(f"{cluster.node}-1", [batch],
+                                                      node=cluster.node))
+        decision = await kube.wait_for(lambda: _decided(cluster))
     assert await asyncio.to_thread(hog.wait, 5) == -signal.SIGKILL
     assert decision["spec"]["decidedBy"] == "operator"
     assert decision["status"]["phase"] == "Completed"

@@ -1,6 +1,7 @@
 """`oomguard agent` without --standalone, as the DaemonSet runs it: node name from the
-downward API's NODE_NAME, the API server from --server; it reports, serves /metrics and
-/healthz, uses only the API permissions its RBAC grants, and stops on SIGTERM."""
+downward API's NODE_NAME, credentials of the chart's agent ServiceAccount (a kubeconfig
+here); it reports, serves /metrics and /healthz, uses only the API permissions its RBAC
+grants, and stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from agent_harness import NODE, REPORTS, seed_node, status_of
+from agent_harness import pod_on, seed_node
 
 from oomguard.permissions import AGENT
 from oomguard.sandbox import SandboxNode
 
-from support import ClusterEmulator
+from support import Kube
 
 
 async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
@@ -35,14 +36,15 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-async def test_cluster_agent_command(emulator: ClusterEmulator, node: SandboxNode) -> None:
-    web = node.add_pod("web-0", "shop")
+async def test_cluster_agent_command(kube: Kube, node: SandboxNode, tmp_path: Path) -> None:
+    cluster = seed_node(kube)
+    web = pod_on(cluster, node, "web-0", kube.namespace("shop"))
     node.start(web, "anon", 8)
-    seed_node(emulator, [web])
+    config = kube.kubeconfig(tmp_path / "agent.kubeconfig", kube.agent)
     agent = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "oomguard", "agent", "--server", emulator.server_url,
+        sys.executable, "-m", "oomguard", "agent", "--kubeconfig", str(config),
         "--cgroup-root", str(node.root), "--metrics-port", "0",
-        env={**os.environ, "NODE_NAME": NODE}, stderr=asyncio.subprocess.PIPE)
+        env={**os.environ, "NODE_NAME": cluster.node}, stderr=asyncio.subprocess.PIPE)
     assert agent.stderr is not None
     log: list[str] = []
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -56,7 +58,7 @@ async def test_cluster_agent_command(emulator: ClusterEmulator, node: SandboxNod
     follower = asyncio.create_task(follow())
     try:
         metrics_port = await asyncio.wait_for(port, 10)
-        await emulator.wait_for(lambda: status_of(emulator, REPORTS, NODE).get("pods"))
+        await kube.wait_for(lambda: cluster.report().get("pods"), timeout=20)
         health = await asyncio.to_thread(_get, metrics_port, "/healthz")
         metrics = await asyncio.to_thread(_get, metrics_port, "/metrics")
     finally:
@@ -69,7 +71,7 @@ async def test_cluster_agent_command(emulator: ClusterEmulator, node: SandboxNod
                    'oomguard_agent_report_writes_total{kind="full"} 1.0',
                    "oomguard_agent_pressure_level 0.0", "oomguard_agent_api_up 1.0"):
         assert sample in metrics[1]
-    assert emulator.used_permissions(None) <= AGENT
+    assert kube.used_permissions(kube.agent) <= AGENT
 
 
 def test_cluster_agent_needs_its_node_name(tmp_path: Path) -> None:

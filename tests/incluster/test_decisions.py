@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-import kmock
 from agent_harness import (
     DECISIONS,
-    NODE,
-    add_pod,
     config,
     create_decision,
     operator_decision,
     phases,
-    requests,
+    pod_on,
     running_agent,
     seed_node,
-    status_of,
     until,
     when,
 )
@@ -29,150 +25,152 @@ from agent_harness import (
 from oomguard.permissions import AGENT
 from oomguard.sandbox import SandboxNode, procs
 
-from support import AGENT_TOKEN, ClusterEmulator
-
-
-def _phase(emulator: ClusterEmulator, name: str) -> str | None:
-    return status_of(emulator, DECISIONS, name).get("phase")
+from support import Kube
+from support.faults import Fault, FaultProxy
 
 
 async def test_pending_kill_is_executed_once_even_across_restarts(
-    emulator: ClusterEmulator, node: SandboxNode
+    kube: Kube, node: SandboxNode
 ) -> None:
-    batch, web = node.add_pod("batch-0", "jobs"), node.add_pod("web-0", "shop")
+    cluster = seed_node(kube)
+    jobs, shop = kube.namespace("jobs"), kube.namespace("shop")
+    batch, web = pod_on(cluster, node, "batch-0", jobs), pod_on(cluster, node, "web-0", shop)
     victim, bystander = node.start(batch, "anon", 24), node.start(web, "anon", 8)
-    seed_node(emulator, [batch, web])
-    async with running_agent(config(node), emulator.server_url):
-        await create_decision(emulator, operator_decision("node-a-1", [batch]))
-        await emulator.wait_for(lambda: _phase(emulator, "node-a-1") == "Completed")
+    name = f"{cluster.node}-1"
+    async with running_agent(config(cluster, node), kube):
+        await create_decision(kube, operator_decision(name, [batch], node=cluster.node))
+        await kube.wait_for(lambda: cluster.phase(name) == "Completed")
     assert await asyncio.to_thread(victim.wait, 5) == -signal.SIGKILL
     assert bystander.poll() is None
-    assert phases(emulator, "node-a-1") == ["Pending", "Executing", "Completed"]
-    status = status_of(emulator, DECISIONS, "node-a-1")
+    assert phases(kube, name) == ["Pending", "Executing", "Completed"]
+    status = cluster.status(DECISIONS, name)
     [outcome] = status["victims"]
     assert (outcome["uid"], outcome["outcome"]) == (batch.uid, "Killed")
     assert outcome["reclaimedBytes"] >= 24 << 20 and outcome["durationSeconds"] > 0
     assert status["reclaimedBytes"] == outcome["reclaimedBytes"]
     assert when(status["startTime"]) <= when(status["completionTime"])
-    used = emulator.used_permissions(AGENT_TOKEN)
+    used = kube.used_permissions(kube.agent)
     assert used <= AGENT
     assert {("update", "oomguard.io", "oomdecisions", "status"),  # the guarded claim
             ("patch", "oomguard.io", "oomdecisions", "status")} <= used  # the outcome
 
     # The kubelet restarts the pod's container; a restarted agent must leave it be.
     restarted = node.start(batch, "anon", 8)
-    version = emulator.read(DECISIONS, None, "node-a-1")["metadata"]["resourceVersion"]
-    async with running_agent(config(node), emulator.server_url, token="agent-2") as agent:
+    version = (cluster.decision(name) or {})["metadata"]["resourceVersion"]
+    second = kube.identity("oomguard-agent", name="agent-2")
+    async with running_agent(config(cluster, node), kube, second) as agent:
         await until(lambda: agent.decisions.synced.is_set() and agent.steps >= 3)
     assert restarted.poll() is None and procs(batch.path / "main")
-    assert emulator.read(DECISIONS, None, "node-a-1")["metadata"]["resourceVersion"] == version
-    assert not list(requests(emulator, "agent-2", "PUT", "oomdecisions"))
+    assert (cluster.decision(name) or {})["metadata"]["resourceVersion"] == version
+    assert not [c for c in kube.calls(second) if c.resource == "oomdecisions"
+                and c.verb in ("update", "patch")]
 
 
 async def test_decision_left_executing_by_a_crashed_agent_is_not_acted_on(
-    emulator: ClusterEmulator, node: SandboxNode
+    kube: Kube, node: SandboxNode
 ) -> None:
-    batch = node.add_pod("batch-0", "jobs")
+    cluster = seed_node(kube)
+    batch = pod_on(cluster, node, "batch-0", kube.namespace("jobs"))
     process = node.start(batch, "anon", 8)
-    seed_node(emulator, [batch])
-    decision = operator_decision("node-a-1", [batch]).wire()
+    decision = operator_decision(f"{cluster.node}-1", [batch], node=cluster.node).wire()
     decision["status"]["phase"] = "Executing"
-    emulator.store(DECISIONS, decision)
-    async with running_agent(config(node), emulator.server_url) as agent:
+    kube.store(DECISIONS, decision)
+    async with running_agent(config(cluster, node), kube) as agent:
         await until(lambda: agent.decisions.synced.is_set() and agent.steps >= 3)
     assert process.poll() is None
-    assert _phase(emulator, "node-a-1") == "Executing"
+    assert cluster.phase(f"{cluster.node}-1") == "Executing"
 
 
-async def test_decisions_of_other_nodes_are_ignored(
-    emulator: ClusterEmulator, node: SandboxNode
-) -> None:
+async def test_decisions_of_other_nodes_are_ignored(kube: Kube, node: SandboxNode) -> None:
     """Neither one labelled for another node (the agent does not even see it) nor one
     labelled for this node but naming another: the label is only a filter."""
-    batch, gone = node.add_pod("batch-0", "jobs"), node.add_pod("gone-0", "jobs")
+    cluster = seed_node(kube)
+    jobs = kube.namespace("jobs")
+    other = kube.name("node-b")
+    batch = pod_on(cluster, node, "batch-0", jobs)
+    gone = pod_on(cluster, node, "gone-0", jobs, api=False)
     gone.path.rmdir()
     process = node.start(batch, "anon", 8)
-    seed_node(emulator, [batch])
-    async with running_agent(config(node), emulator.server_url):
-        await create_decision(emulator, operator_decision("node-b-1", [batch], node="node-b"))
-        await create_decision(emulator, operator_decision("node-b-2", [batch], node="node-b",
-                                                          label=NODE))
+    async with running_agent(config(cluster, node), kube):
+        await create_decision(kube, operator_decision(f"{other}-1", [batch], node=other))
+        await create_decision(kube, operator_decision(f"{other}-2", [batch], node=other,
+                                                      label=cluster.node))
         # One of its own, after the others: once it is done, the others were seen.
-        await create_decision(emulator, operator_decision("node-a-1", [gone]))
-        await emulator.wait_for(lambda: _phase(emulator, "node-a-1") == "Completed")
+        await create_decision(kube, operator_decision(f"{cluster.node}-1", [gone],
+                                                      node=cluster.node))
+        await kube.wait_for(lambda: cluster.phase(f"{cluster.node}-1") == "Completed")
     assert process.poll() is None
-    assert _phase(emulator, "node-b-1") == _phase(emulator, "node-b-2") == "Pending"
+    assert cluster.phase(f"{other}-1") == cluster.phase(f"{other}-2") == "Pending"
 
 
-async def test_victim_that_already_left_is_already_gone(
-    emulator: ClusterEmulator, node: SandboxNode
-) -> None:
-    left = node.add_pod("left-0", "jobs")  # its cgroup goes, and the Pod object with it
-    left.path.rmdir()
-    seed_node(emulator, [])
-    async with running_agent(config(node), emulator.server_url):
-        await create_decision(emulator, operator_decision("node-a-1", [left]))
-        await emulator.wait_for(lambda: _phase(emulator, "node-a-1") == "Completed")
-    [outcome] = status_of(emulator, DECISIONS, "node-a-1")["victims"]
+async def test_victim_that_already_left_is_already_gone(kube: Kube, node: SandboxNode) -> None:
+    cluster = seed_node(kube)
+    left = pod_on(cluster, node, "left-0", kube.namespace("jobs"), api=False)
+    left.path.rmdir()  # its cgroup is gone, and the Pod object with it
+    name = f"{cluster.node}-1"
+    async with running_agent(config(cluster, node), kube):
+        await create_decision(kube, operator_decision(name, [left], node=cluster.node))
+        await kube.wait_for(lambda: cluster.phase(name) == "Completed")
+    [outcome] = cluster.status(DECISIONS, name)["victims"]
     assert (outcome["outcome"], outcome["message"]) == ("AlreadyGone",
                                                         "the pod no longer exists")
 
 
-async def test_victim_no_longer_eligible_is_refused(
-    emulator: ClusterEmulator, node: SandboxNode
-) -> None:
-    batch = node.add_pod("batch-0", "jobs")
+async def test_victim_no_longer_eligible_is_refused(kube: Kube, node: SandboxNode) -> None:
+    cluster = seed_node(kube)
+    jobs = kube.namespace("jobs")
+    batch = pod_on(cluster, node, "batch-0", jobs)
     process = node.start(batch, "anon", 8)
-    seed_node(emulator, [])
-    add_pod(emulator, batch, deletionTimestamp="2026-11-26T06:00:00Z")  # terminating
-    async with running_agent(config(node), emulator.server_url):
-        await create_decision(emulator, operator_decision("node-a-1", [batch]))
-        await emulator.wait_for(lambda: _phase(emulator, "node-a-1") == "Failed")
-    [outcome] = status_of(emulator, DECISIONS, "node-a-1")["victims"]
+    kube.delete("v1/pods", jobs, "batch-0")  # terminating: its kubelet has not finished it
+    name = f"{cluster.node}-1"
+    async with running_agent(config(cluster, node), kube):
+        await create_decision(kube, operator_decision(name, [batch], node=cluster.node))
+        await kube.wait_for(lambda: cluster.phase(name) == "Failed")
+    [outcome] = cluster.status(DECISIONS, name)["victims"]
     assert outcome["outcome"] == "Refused"
     assert outcome["message"].startswith("no longer eligible: already terminating")
     assert process.poll() is None
 
 
-async def test_decision_too_old_to_act_on_expires(
-    emulator: ClusterEmulator, node: SandboxNode
-) -> None:
-    batch = node.add_pod("batch-0", "jobs")
+async def test_decision_too_old_to_act_on_expires(kube: Kube, node: SandboxNode) -> None:
+    cluster = seed_node(kube)
+    batch = pod_on(cluster, node, "batch-0", kube.namespace("jobs"))
     process = node.start(batch, "anon", 8)
-    seed_node(emulator, [batch])
-    decision = operator_decision("node-a-1", [batch]).wire()
-    created = datetime.now(UTC) - timedelta(minutes=10)
-    decision["metadata"]["creationTimestamp"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
-    emulator.store(DECISIONS, decision)  # made while the agent was away
-    async with running_agent(config(node), emulator.server_url):
-        await emulator.wait_for(lambda: _phase(emulator, "node-a-1") == "Failed")
-    conditions = status_of(emulator, DECISIONS, "node-a-1")["conditions"]
+    name = f"{cluster.node}-1"
+    await create_decision(kube, operator_decision(name, [batch], node=cluster.node))
+
+    def age() -> float:  # creationTimestamp has whole seconds: from the server's clock
+        created = when((cluster.decision(name) or {})["metadata"]["creationTimestamp"])
+        return (datetime.now(UTC) - created).total_seconds()
+
+    await kube.wait_for(lambda: age() > 2.5, timeout=5, interval=0.1)  # made while away
+    async with running_agent(config(cluster, node, decision_max_age=1.0), kube):
+        await kube.wait_for(lambda: cluster.phase(name) == "Failed")
+    conditions = cluster.status(DECISIONS, name)["conditions"]
     assert [c["reason"] for c in conditions] == ["Expired"]
     assert process.poll() is None
 
 
-async def test_claim_whose_answer_was_lost_is_carried_out(
-    emulator: ClusterEmulator, node: SandboxNode
-) -> None:
-    """The API server commits the claim but the answer never arrives (a 500 here): the
-    agent must neither give up on the decision (it is Executing, by its own claim) nor
-    claim it twice."""
-    batch = node.add_pod("batch-0", "jobs")
+async def test_claim_whose_answer_was_lost_is_carried_out(kube: Kube, node: SandboxNode) -> None:
+    """The API server commits the claim but the answer never arrives (a 500 from the
+    fault proxy after the server wrote it): the agent must neither give up on the decision
+    (it is Executing, by its own claim) nor claim it twice."""
+    cluster = seed_node(kube)
+    batch = pod_on(cluster, node, "batch-0", kube.namespace("jobs"))
     victim = node.start(batch, "anon", 8)
-    seed_node(emulator, [batch])
-    lost: list[str] = []
-
-    def commit(request: kmock.Request) -> None:
-        lost.append(request.data["status"]["phase"])
-        emulator.store(DECISIONS, request.data)  # the server did write it
-
-    claims = emulator["put", kmock.resource(DECISIONS), kmock.subresource("status"),
-                      lambda request: not lost]
-    claims << 500 << commit  # ...and the answer: an error
-    async with running_agent(config(node), emulator.server_url):
-        await create_decision(emulator, operator_decision("node-a-1", [batch]))
-        await emulator.wait_for(lambda: _phase(emulator, "node-a-1") == "Completed")
-    assert lost == ["Executing"]
-    assert ("get", "oomguard.io", "oomdecisions", "") in emulator.used_permissions(AGENT_TOKEN)
+    name = f"{cluster.node}-1"
+    lost = Fault(lambda method, path: method == "PUT" and path.endswith(
+        f"/oomdecisions/{name}/status"), status=500, after_forwarding=True)
+    async with FaultProxy(kube) as proxy:
+        proxy.faults.append(lost)
+        async with running_agent(config(cluster, node), kube, server=proxy.url):
+            await create_decision(kube, operator_decision(name, [batch], node=cluster.node))
+            await kube.wait_for(lambda: cluster.phase(name) == "Completed")
+    assert len(lost.hits) == 1
+    claims = [c for c in kube.calls(kube.agent) if c.verb == "update" and c.name == name]
+    # Written once; the agent saw a 500, tried again over the version it had read, and the
+    # server refused that (409): the GET then showed its own claim.
+    assert [c.code for c in claims] == [200, 409]
+    assert ("get", "oomguard.io", "oomdecisions", "") in kube.used_permissions(kube.agent)
     assert await asyncio.to_thread(victim.wait, 5) == -signal.SIGKILL
-    assert phases(emulator, "node-a-1") == ["Pending", "Executing", "Completed"]
+    assert phases(kube, name) == ["Pending", "Executing", "Completed"]

@@ -1,25 +1,21 @@
-"""Test support for end-to-end tests: a Kubernetes API emulator served over HTTP (kmock,
-extended), a real kubectl, and a real kopf operator running against it.
-See docs/emulator.md."""
+"""Test support for end-to-end tests: a real Kubernetes control plane (etcd,
+kube-apiserver, kube-controller-manager) per session, the tests' hands on it, a real
+kubectl and helm, and a real kopf operator running against it. See docs/testing.md."""
 
-from .emulator import ApiCall, ClusterEmulator, running_emulator
+from .cluster import ApiCall, ApiError, ClusterSession, Identity, Kube, kubelet_status
+from .controlplane import ControlPlane
 from .kopf_runner import running_operator
-from .kubectl import Kubectl, KubectlResult, kubectl_binary
-
-OPERATOR_TOKEN = "oomguard-operator"
-"""Bearer token of the tests' oomguard operator, so that its API calls can be told apart."""
-
-AGENT_TOKEN = "oomguard-agent"
-"""Bearer token of the tests' in-cluster agents."""
+from .kubectl import Kubectl, KubectlResult
 
 __all__ = [
-    "AGENT_TOKEN",
-    "OPERATOR_TOKEN",
     "ApiCall",
-    "ClusterEmulator",
+    "ApiError",
+    "ClusterSession",
+    "ControlPlane",
+    "Identity",
+    "Kube",
     "Kubectl",
     "KubectlResult",
-    "kubectl_binary",
-    "running_emulator",
+    "kubelet_status",
     "running_operator",
 ]

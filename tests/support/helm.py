@@ -30,10 +30,13 @@ def helm_binary() -> Path:
     return layer_binary("helm")
 
 
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `helm ARGS`; with `check`, a non-zero exit fails with helm's output."""
+def helm(*args: str, check: bool = True,
+         kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `helm ARGS` (against the cluster of `kubeconfig`, if given); with `check`, a
+    non-zero exit fails with helm's output."""
     home = Path(sys.prefix) / "helm" / "home"
     env = {
+        **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}),
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(home),
         "HELM_CACHE_HOME": str(home / "cache"),

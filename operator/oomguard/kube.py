@@ -7,6 +7,7 @@ Every call here is listed in docs/api-calls.md, which the chart's RBAC follows.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +60,34 @@ def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
         insecure=not configuration.verify_ssl,
         certificate_path=configuration.cert_file, private_key_path=configuration.key_file,
         scheme=scheme.capitalize() or None, token=token or None)
+
+
+PAGE_SIZE = 500
+"""Objects per list request, as client-go's pager takes them: a large cluster's pods in
+pages, not in one answer the API server must build in memory."""
+
+
+def list_pages(call: Callable[..., Any], *args: Any, page_size: int | None = None,
+               **kwargs: Any) -> tuple[list[dict[str, Any]], str]:
+    """Every item of a list call, page by page (`limit`/`continue`), as raw JSON, and the
+    list's resourceVersion. A continue token that expired (410 Gone: etcd compacted the
+    snapshot between two pages) restarts the list from its first page."""
+    while True:
+        items: list[dict[str, Any]] = []
+        token = ""
+        try:
+            while True:
+                page = json.loads(call(*args, limit=page_size or PAGE_SIZE,
+                                       _continue=token or None,
+                                       _preload_content=False, **kwargs).data)
+                items += page.get("items") or []
+                meta = page.get("metadata") or {}
+                token = meta.get("continue") or ""
+                if not token:
+                    return items, str(meta.get("resourceVersion", ""))
+        except ApiException as error:
+            if error.status != 410 or not token:
+                raise
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ the same engine and the same output as offline."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -12,24 +11,24 @@ from kubernetes import client
 
 from oomguard.api import GROUP, VERSION
 from oomguard.decisions import NODE_LABEL
+from oomguard.kube import list_pages
 from oomguard.manifests import Inputs, add_object
 
 OURS = f"{GROUP}/{VERSION}"
 
 
-def _listed(call: Callable[..., Any], *args: str, api_version: str, kind: str,
-            **selectors: str) -> list[dict[str, Any]]:
-    """A list call's items as the API sends them (raw JSON: no model round trip), with
-    the kind and apiVersion that a list leaves out of its items."""
-    response = call(*args, _preload_content=False, **selectors)
-    items: list[dict[str, Any]] = json.loads(response.data).get("items", [])
-    return [{"apiVersion": api_version, "kind": kind, **item} for item in items]
-
-
-def load_cluster(api: client.ApiClient, node: str) -> Inputs:
+def load_cluster(api: client.ApiClient, node: str, page_size: int | None = None) -> Inputs:
     """The node's pods and report, the pods of their namespaces (group members on other
     nodes), their namespaces, owners and disruption budgets, and the policies, priorities
-    and decisions."""
+    and decisions; lists in pages of `page_size` (default kube.PAGE_SIZE)."""
+
+    def _listed(call: Callable[..., Any], *args: str, api_version: str, kind: str,
+                **selectors: Any) -> list[dict[str, Any]]:
+        """A list call's items as the API sends them (raw JSON: no model round trip),
+        with the kind and apiVersion that a list leaves out of its items."""
+        items, _ = list_pages(call, *args, page_size=page_size, **selectors)
+        return [{"apiVersion": api_version, "kind": kind, **item} for item in items]
+
     core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
     disruption = client.PolicyV1Api(api)
     custom = client.CustomObjectsApi(api)

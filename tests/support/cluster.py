@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import json
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ CLUSTER_SCOPED = frozenset({"nodes", "namespaces", "nodememoryreports", "oomdeci
                             "oompolicies", "clusterkopfpeerings", "customresourcedefinitions",
                             "validatingadmissionpolicies",
                             "validatingadmissionpolicybindings"})
+PROBE = "oomguard-test-probe"
+"""User-Agent of a test's own requests with a component's token, made to see what the
+server refuses: the check that components make only listed calls leaves them out."""
 OURS = ("nodememoryreports", "oomdecisions", "oompolicies")
 """Cluster-scoped kinds that oomguard's components create too: a test's are removed at its
 end whoever created them (decisions and reports are named after the test's nodes)."""
@@ -121,10 +125,12 @@ class Rest:
              content_type: str = "application/json", query: Obj | None = None) -> Obj:
         """One request; a 429 (a starting server's storage, or flow control) is retried
         after its Retry-After, as client-go does."""
+        url = f"{self.server}{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
         for _ in range(20):
             response = self.pool.request(
-                method, f"{self.server}{path}", fields=query,
-                body=None if body is None else json.dumps(body).encode(),
+                method, url, body=None if body is None else json.dumps(body).encode(),
                 headers={"Content-Type": content_type, "Accept": "application/json"})
             if response.status != 429:
                 break
@@ -213,7 +219,7 @@ class ClusterSession:
     def install_chart(self) -> None:
         """The chart as an admin installs it, into the session's cluster."""
         helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
-             "--wait=false", kubeconfig=self.plane.admin_kubeconfig)
+             kubeconfig=self.plane.admin_kubeconfig)
         for crd in ("nodememoryreports", "oomdecisions", "oompolicies", "oompriorities"):
             self.wait_established(f"{crd}.oomguard.io")
         self.operator = self.identity(OPERATOR_ACCOUNT)
@@ -336,12 +342,14 @@ class Kube:
     # --- objects ---
 
     def create(self, resource: str, body: Obj) -> Obj:
-        """POST the object (its status, if any, written after); 409 if it exists."""
+        """POST the object (its status, if any, written after); 409 if it exists. Unknown
+        fields are refused, as kubectl has the server do (fieldValidation=Strict)."""
         body = json.loads(json.dumps(body))
         status = body.pop("status", None)
         meta = body.setdefault("metadata", {})
         namespace = meta.get("namespace")
-        created = self.rest.call("POST", _path(resource, namespace), body)
+        created = self.rest.call("POST", _path(resource, namespace), body,
+                                 query={"fieldValidation": "Strict"})
         self.created.append((resource, namespace, created["metadata"]["name"]))
         if status:
             created = self.patch_status(resource, namespace, created["metadata"]["name"],

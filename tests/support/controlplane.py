@@ -330,7 +330,8 @@ class ControlPlane:
 
     def start(self, timeout: float = 120.0) -> ControlPlane:
         bin_dir = binaries()
-        self.state.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.state, ignore_errors=True)  # throw-away: no earlier run's data
+        self.state.mkdir(parents=True)
         pki = Pki.create(self.state / "pki")
         (self.state / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
@@ -396,9 +397,18 @@ class ControlPlane:
         return self
 
     def start_apiserver(self, timeout: float = 120.0) -> None:
-        """Start kube-apiserver (again, after `stop_apiserver`) and wait for /readyz."""
+        """Start kube-apiserver (again, after `stop_apiserver`) and wait for /readyz; then
+        restart the controller manager. Its informers met the starting server's refusals
+        (a starting kube-apiserver answers 403 before its authorizer has loaded RBAC) and
+        back off for up to a minute; and it exits when the server goes away while it is
+        still starting its controllers. A restart is what a node reboot gives it."""
         self.components["kube-apiserver"].start(detached=self.detached)
         self._wait(lambda: self.get("/readyz")[0] == 200, "kube-apiserver", timeout)
+        manager = self.components.get("kube-controller-manager")
+        if manager is not None and manager.process is not None:
+            manager.stop()
+            manager.start(detached=self.detached)
+            self._wait(self._kcm_serving, "kube-controller-manager", timeout)
         self._write_pids()
 
     def stop_apiserver(self) -> None:
@@ -426,8 +436,8 @@ class ControlPlane:
     def _wait(self, ready: Callable[[], bool], name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            for component in self.components.values():
-                component.check_running()
+            for other in ("etcd", name):
+                self.components[other].check_running()
             if ready():
                 return
             if time.monotonic() > deadline:

@@ -27,14 +27,18 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 @dataclass
 class Fault:
-    """Where `matches(method, path)`: `status` answered instead of the server's answer
-    (after forwarding the request if `after_forwarding`: the write happens, its answer is
-    lost), `delay` seconds added first, at most `times` times (None: always)."""
+    """Where `matches(method, path_and_query)`: `status` answered instead of the server's
+    answer (after forwarding the request if `after_forwarding`: the write happens, its
+    answer is lost; None: the server's answer passes), `delay` seconds added first, the
+    request held until `hold` is set, `before` run first (compact etcd, say), at most
+    `times` times (None: always)."""
 
     matches: Callable[[str, str], bool]
     status: int | None = 500
     after_forwarding: bool = False
     delay: float = 0.0
+    hold: asyncio.Event | None = None
+    before: Callable[[], object] | None = None
     times: int | None = 1
     hits: list[str] = field(default_factory=list)
 
@@ -59,6 +63,8 @@ class FaultProxy:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._open: set[web.StreamResponse] = set()
+        self.gone: list[str] = []
+        """Requests answered 410 Gone, or whose watch stream carried a 410 ERROR event."""
 
     async def __aenter__(self) -> FaultProxy:
         pki = self.kube.session.plane.pki
@@ -96,9 +102,14 @@ class FaultProxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
-        fault = next((f for f in self.faults if f.take(request.method, request.path)), None)
+        fault = next((f for f in self.faults if f.take(request.method, request.path_qs)),
+                     None)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
+        if fault is not None and fault.hold is not None:
+            await fault.hold.wait()
+        if fault is not None and fault.before is not None:
+            fault.before()
         if fault is not None and fault.status is not None and not fault.after_forwarding:
             return _error(fault.status)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -118,8 +129,12 @@ class FaultProxy:
                 response.headers["Content-Encoding"] = upstream.headers["Content-Encoding"]
             await response.prepare(request)
             self._open.add(response)
+            if upstream.status == 410:
+                self.gone.append(request.path_qs)
             try:
                 async for chunk in _chunks(upstream):
+                    if b'"code":410' in chunk and b'"type":"ERROR"' in chunk:
+                        self.gone.append(request.path_qs)
                     await response.write(chunk)
             except (ConnectionError, aiohttp.ClientError):
                 pass
@@ -135,7 +150,13 @@ async def _chunks(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         yield chunk
 
 
+REASONS = {410: "Expired", 429: "TooManyRequests", 500: "InternalError",
+           503: "ServiceUnavailable", 504: "Timeout"}
+
+
 def _error(status: int) -> web.Response:
+    """A Status as kube-apiserver writes one for `status`."""
     return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                               "message": "injected by the test's fault proxy",
-                              "reason": "InternalError", "code": status}, status=status)
+                              "reason": REASONS.get(status, "InternalError"), "code": status},
+                             status=status)

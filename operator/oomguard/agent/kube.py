@@ -81,10 +81,11 @@ class Api:
     """The calls the agent makes. Each marks `health`; failures to reach the server (or a
     5xx/429 answer) raise UnreachableError, other refusals the client's ApiException."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, page_size: int = kube.PAGE_SIZE) -> None:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.health = Health()
+        self.page_size = page_size
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -117,11 +118,9 @@ class Api:
         return {k: v for k, v in found.items() if v}
 
     def list(self, res: Resource) -> tuple[list[Obj], str]:
-        """The objects, and the resourceVersion to watch from."""
-        response = self._call(self._lister(res), **self._selectors(res),
-                              _preload_content=False, _request_timeout=TIMEOUT)
-        body = json.loads(response.data)
-        return body.get("items") or [], body["metadata"]["resourceVersion"]
+        """The objects (page by page), and the resourceVersion to watch from."""
+        return self._call(kube.list_pages, self._lister(res), **self._selectors(res),
+                          page_size=self.page_size, _request_timeout=TIMEOUT)
 
     def watch(self, res: Resource, since: str, seconds: int) -> urllib3.BaseHTTPResponse:
         """A watch stream of JSON lines from `since`; the server ends it after `seconds`."""

@@ -73,10 +73,10 @@ def test_calls_outside_the_roles_are_refused_with_403(kube: Kube) -> None:
     assert _status(lambda: agent.list_namespaced_secret(shop)) == 403
     assert _status(lambda: agent.create_namespaced_pod_eviction("web-0", shop, client.V1Eviction(
         metadata=client.V1ObjectMeta(name="web-0", namespace=shop)))) == 403
-    assert _status(lambda: operator.list_secret_for_all_namespaces()) == 403
+    assert _status(operator.list_secret_for_all_namespaces) == 403
     assert _status(lambda: operator.delete_namespaced_pod("web-0", shop)) == 403
-    assert _status(lambda: agent.list_pod_for_all_namespaces()) == 200  # listed: allowed
+    assert _status(agent.list_pod_for_all_namespaces) == 200  # listed: allowed
     anonymous = client.CoreV1Api(kube.api_client(Identity("anonymous", "system:anonymous",
                                                           token="not-a-token")))
-    assert _status(lambda: anonymous.list_pod_for_all_namespaces()) == 401
+    assert _status(anonymous.list_pod_for_all_namespaces) == 401
     assert kube.read("v1/pods", shop, "web-0") is not None

@@ -17,7 +17,6 @@ import kopf
 from agent_harness import (
     DECISIONS,
     config,
-    create_decision,
     operator_decision,
     phases,
     pod_on,

@@ -4,10 +4,12 @@ Each scenario builds a throw-away node (a cgroup v1 memory cgroup limited to 512
 oomguard.sandbox) whose pods hold memory, then starts the workloads that push it toward
 its limit. It runs in three modes: with the kernel OOM killer alone (`kernel`); with
 `oomguard agent --standalone` running as a subprocess, as it would on a host (`oomguard`);
-and through the operator (`operator`): the in-cluster `oomguard agent` reports to the API
-emulator (tests/support, in a child process), `oomguard operator` decides, and the agent
-kills. In that mode the policy's actions are KillAndEvict: there is no kubelet here to
-carry out an eviction. Not a test: it reports numbers.
+and through the operator (`operator`): the in-cluster `oomguard agent` reports to a real
+kube-apiserver (the tests' control plane, tests/support/controlplane.py, with the chart
+installed; one for the whole arena), `oomguard operator` decides, and the agent kills;
+both are processes authenticated with tokens of the chart's ServiceAccounts. In that mode
+the policy's actions are KillAndEvict: there is no kubelet here to carry out an eviction.
+Not a test: it reports numbers.
 
     sudo .venv/bin/python bench/arena.py [--quick | --runs N] [--scenario KEY ...]
                                          [--mode kernel|oomguard|operator ...]
@@ -27,10 +29,9 @@ import os
 import sys
 
 sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "tests"))  # the emulator: tests/support
+                             "tests"))  # the test control plane: tests/support
 
 import argparse
-import asyncio
 import contextlib
 import json
 import platform
@@ -61,7 +62,7 @@ from oomguard.sandbox import (
     procs,
 )
 
-from support import running_emulator
+from support import ClusterSession, ControlPlane, Kube
 
 LIMIT = 512 * Mi
 SOFT, HARD, RECLAIM_TO = "20%", "10%", "30%"
@@ -307,33 +308,31 @@ class AgentProcess:
 
 
 class ClusterProcesses:
-    """The operator path: the API emulator seeded with the node's objects (this script
-    with --serve-cluster), `oomguard operator` and the in-cluster `oomguard agent`, each a
-    process of its own. The decisions are read from the emulator when it stops."""
+    """The operator path: the node's objects in the real API server, `oomguard operator`
+    and the in-cluster `oomguard agent`, each a process of its own with a token of the
+    chart's ServiceAccount. The decisions are read from the API server when it stops."""
 
-    def __init__(self, root: Path, inputs: Path, log: Path) -> None:
+    def __init__(self, kube: Kube, root: Path, workdir: Path, log: Path) -> None:
+        self.kube = kube
         self.log_path = log
         self._log = log.open("w")
         self.decisions: list[tuple[float | None, dict[str, Any]]] = []
         self.ready_ms: float | None = None
         self.processes: list[subprocess.Popen[str]] = []
-        self.cluster = self._start([sys.executable, __file__, "--serve-cluster", str(inputs)],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self.cluster.stdout is not None
-        url = self.cluster.stdout.readline().strip()
-        if not url:
-            raise RuntimeError(f"emulator did not start: {log.read_text()[-2000:]}")
+        operator = kube.kubeconfig(workdir / "operator.kubeconfig",
+                                   kube.identity("oomguard-operator"))
+        agent = kube.kubeconfig(workdir / "agent.kubeconfig", kube.identity("oomguard-agent"))
         liveness = f"http://127.0.0.1:{_free_port()}/healthz"
-        operator = self._start([sys.executable, "-m", "oomguard", "operator", "--server", url,
-                                "--liveness", liveness])
-        self._wait_live(liveness, operator)
+        started = self._start([sys.executable, "-m", "oomguard", "operator", "--kubeconfig",
+                               str(operator), "--liveness", liveness])
+        self._wait_live(liveness, started)
         self._began = time.monotonic()
-        self.agent = self._start([sys.executable, "-m", "oomguard", "agent", "--server", url,
-                                  "--node", NODE, "--cgroup-root", str(root),
+        self.agent = self._start([sys.executable, "-m", "oomguard", "agent", "--kubeconfig",
+                                  str(agent), "--node", NODE, "--cgroup-root", str(root),
                                   "--metrics-port", "0"])
 
-    def _start(self, args: list[str], **pipes: Any) -> subprocess.Popen[str]:
-        process = subprocess.Popen(args, stderr=self._log, text=True, **pipes)
+    def _start(self, args: list[str]) -> subprocess.Popen[str]:
+        process = subprocess.Popen(args, stderr=self._log, text=True)
         self.processes.append(process)
         return process
 
@@ -355,36 +354,56 @@ class ClusterProcesses:
         return self.log_path.read_text()[-1500:]
 
     def stop(self) -> None:
-        for process in reversed(self.processes[1:]):
+        for process in reversed(self.processes):
             _stop(process)
-        assert self.cluster.stdin is not None and self.cluster.stdout is not None
-        self.cluster.stdin.close()  # the emulator prints the decisions and stops
-        out = self.cluster.stdout.read()
-        _stop(self.cluster)
-        self.decisions = [(None, d) for d in json.loads(out or "[]")]
+        self.decisions = [(None, d) for d in self.kube.read_all(
+            DECISIONS, labelSelector=f"oomguard.io/node={NODE}")]
         self._log.close()
 
 
-def serve_cluster(inputs: Path) -> None:
-    """The child process of ClusterProcesses: the emulator, seeded with the Node, the
-    namespaces and the objects of `inputs`; prints its URL, serves until stdin closes,
-    then prints the decisions as one JSON list."""
-    paths = {"Pod": "v1/pods", "OOMPolicy": "oomguard.io/v1alpha1/oompolicies",
-             "OOMPriority": "oomguard.io/v1alpha1/oompriorities"}
+def seed_cluster(kube: Kube, scenario: Scenario, node: SandboxNode) -> dict[str, SandboxPod]:
+    """The node, its namespaces, the policy, priorities, owners and Pods in the API server
+    (running on NODE, as their kubelet reports them); each pod's cgroup is named by the UID
+    the server gave its Pod."""
+    kube.create("v1/nodes", {"metadata": {"name": NODE}, "status": {"conditions": [
+        {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "arena"}]}})
+    for namespace in sorted({p.namespace for p in scenario.pods}):
+        if kube.read("v1/namespaces", None, namespace) is None:
+            kube.create("v1/namespaces", {"metadata": {"name": namespace}})
+            kube.wait_for_service_account(namespace)
+    kube.create("oomguard.io/v1alpha1/oompolicies", policy("operator"))
+    for priority in scenario.priorities:
+        kube.create("oomguard.io/v1alpha1/oompriorities", priority)
+    owners: dict[tuple[str, str], dict[str, Any]] = {}
+    pods = {}
+    for plan in scenario.pods:
+        owner = None
+        if plan.owner is not None:
+            if (plan.namespace, plan.owner[1]) not in owners:
+                owners[plan.namespace, plan.owner[1]] = kube.job(plan.namespace, plan.owner[1])
+            owner = owners[plan.namespace, plan.owner[1]]
+        created = kube.pod(plan.name, plan.namespace, NODE, labels=plan.labels, owner=owner,
+                           requests=None)
+        pods[plan.key] = node.add_pod(plan.name, plan.namespace, labels=plan.labels,
+                                      owner=plan.owner, uid=created["metadata"]["uid"])
+    return pods
 
-    async def serve() -> None:
-        async with running_emulator() as emulator:
-            emulator.store("v1/nodes", {"metadata": {"name": NODE}, "spec": {}, "status": {}})
-            docs = list(yaml.safe_load_all(inputs.read_text()))
-            for namespace in {d["metadata"].get("namespace") for d in docs} - {None}:
-                emulator.store("v1/namespaces", {"metadata": {"name": namespace}})
-            for doc in docs:
-                emulator.store(paths[doc["kind"]], doc)
-            print(emulator.server_url, flush=True)
-            await asyncio.to_thread(sys.stdin.read)
-            print(json.dumps(emulator.read_all(DECISIONS)), flush=True)
 
-    asyncio.run(serve())
+def clean_cluster(kube: Kube, scenario: Scenario) -> None:
+    """Nothing of the run is left for the next: pods, priorities, owners, the policy, the
+    node's report and decisions, the node (namespaces stay, for the next run)."""
+    for plan in scenario.pods:
+        kube.remove("v1/pods", plan.namespace, plan.name)
+        if plan.owner is not None:
+            kube.remove("batch/v1/jobs", plan.namespace, plan.owner[1])
+    for priority in scenario.priorities:
+        meta = priority["metadata"]
+        kube.remove("oomguard.io/v1alpha1/oompriorities", meta["namespace"], meta["name"])
+    kube.remove("oomguard.io/v1alpha1/oompolicies", None, "arena")
+    for decision in kube.read_all(DECISIONS, labelSelector=f"oomguard.io/node={NODE}"):
+        kube.remove(DECISIONS, None, decision["metadata"]["name"])
+    kube.remove("oomguard.io/v1alpha1/nodememoryreports", None, NODE)
+    kube.remove("v1/nodes", None, NODE)
 
 
 def _wait_for_log(path: Path, text: str, process: subprocess.Popen[str]) -> None:
@@ -471,11 +490,17 @@ class RunResult:
     agent_log_tail: str = ""
 
 
-def run_once(scenario: Scenario, mode: str, run: int, workdir: Path) -> RunResult:
+def run_once(scenario: Scenario, mode: str, run: int, workdir: Path,
+             kube: Kube | None = None) -> RunResult:
     """Build the node, start the pods, apply the pressure and watch who dies."""
-    with SandboxNode(LIMIT, prefix=PREFIX) as node:
-        pods = {plan.key: node.add_pod(plan.name, plan.namespace, labels=plan.labels,
-                                       owner=plan.owner) for plan in scenario.pods}
+    with SandboxNode(LIMIT, prefix=PREFIX) as node, contextlib.ExitStack() as cleanup:
+        if mode == "operator":
+            assert kube is not None
+            cleanup.callback(clean_cluster, kube, scenario)
+            pods = seed_cluster(kube, scenario, node)
+        else:
+            pods = {plan.key: node.add_pod(plan.name, plan.namespace, labels=plan.labels,
+                                           owner=plan.owner) for plan in scenario.pods}
         inputs = workdir / f"{scenario.key}-{mode}.yaml"
         manifests = [p.manifest() for p in pods.values()]
         for manifest in manifests:
@@ -504,7 +529,8 @@ def run_once(scenario: Scenario, mode: str, run: int, workdir: Path) -> RunResul
             if mode == "oomguard":
                 agent = AgentProcess(node.root, inputs, log)
             elif mode == "operator":
-                agent = ClusterProcesses(node.root, inputs, log)
+                assert kube is not None
+                agent = ClusterProcesses(kube, node.root, workdir, log)
             if agent is not None:
                 agent.wait_ready()
             kills_before = node.kernel_oom_kills()
@@ -770,6 +796,23 @@ def source_state() -> dict[str, Any]:
         return {"package": package}
 
 
+@contextlib.contextmanager
+def control_plane(wanted: bool, workdir: Path) -> Iterator[Kube | None]:
+    """For the operator mode: the tests' control plane with the chart installed, for the
+    whole arena run."""
+    if not wanted:
+        yield None
+        return
+    plane = ControlPlane(workdir / "cluster")
+    plane.start()
+    try:
+        session = ClusterSession(plane)
+        session.install_chart()
+        yield Kube(session, "arena")
+    finally:
+        plane.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_RUNS} runs per scenario")
@@ -779,11 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="only this scenario (repeatable)")
     parser.add_argument("--mode", action="append", dest="modes", choices=MODES,
                         help="only this mode (repeatable)")
-    parser.add_argument("--serve-cluster", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_cluster:
-        serve_cluster(args.serve_cluster)
-        return 0
     modes = [m for m in MODES if not args.modes or m in args.modes]
     runs = args.runs or (QUICK_RUNS if args.quick else RUNS)
     chosen = [s for s in scenarios() if not args.scenarios or s.key in args.scenarios]
@@ -794,11 +833,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[RunResult] = []
     started = time.monotonic()
     try:
-        with tempfile.TemporaryDirectory(prefix="oomguard-arena-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="oomguard-arena-") as tmp, \
+                control_plane("operator" in modes, Path(tmp)) as kube:
             for scenario in chosen:
                 for run in range(runs):
                     for mode in modes:
-                        result = run_once(scenario, mode, run, Path(tmp))
+                        result = run_once(scenario, mode, run, Path(tmp), kube)
                         results.append(result)
                         print(progress(result), file=sys.stderr, flush=True)
     except SandboxUnavailableError as reason:

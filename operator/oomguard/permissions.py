@@ -1,8 +1,8 @@
 """Every Kubernetes API call oomguard makes, as (verb, group, resource, subresource).
 
 The one place: the end-to-end tests fail when the operator or the agent makes a call that
-is not listed here (they record every call the emulator serves), and the chart's RBAC is
-derived from these lists.
+is not listed here (they read every call from the API server's audit log), and the chart's
+RBAC is derived from these lists.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -83,10 +84,18 @@ class ApiCall(NamedTuple):
     user_agent: str
     code: int
     body: Obj | None
+    received: float
+    """When the API server received the request (seconds since the epoch)."""
+    completed: float
+    """When it completed its answer (ResponseComplete): the write is in etcd by then."""
 
     @property
     def rbac(self) -> tuple[str, str, str, str]:
         return self.verb, self.group, self.resource, self.subresource
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _jwt_id(token: str) -> str:
@@ -186,7 +195,8 @@ class AuditLog:
                 event["verb"], ref.get("apiGroup", ""), ref["resource"],
                 ref.get("subresource", ""), ref.get("namespace"), ref.get("name"),
                 user.get("username", ""), credential, event.get("userAgent", ""),
-                (event.get("responseStatus") or {}).get("code", 0), event.get("requestObject")))
+                (event.get("responseStatus") or {}).get("code", 0), event.get("requestObject"),
+                _epoch(event["requestReceivedTimestamp"]), _epoch(event["stageTimestamp"])))
         return calls
 
 
@@ -230,7 +240,7 @@ class ClusterSession:
         while True:
             found = self.rest.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}")
             conditions = {c["type"]: c["status"]
-                          for c in ((found or {}).get("status") or {}).get("conditions", [])}
+                          for c in ((found or {}).get("status") or {}).get("conditions") or []}
             if conditions.get("Established") == "True":
                 return
             if time.monotonic() > deadline:
@@ -425,12 +435,15 @@ class Kube:
         admission needs it; the controller manager creates it a moment later)."""
         name = self.name(base)
         self.create("v1/namespaces", {"metadata": {"name": name, "labels": labels or {}}})
-        deadline = time.monotonic() + 10
-        while self.read("v1/serviceaccounts", name, "default") is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no default ServiceAccount in {name} within 10s")
-            time.sleep(0.02)  # the service account controller creates it
+        self.wait_for_service_account(name)
         return name
+
+    def wait_for_service_account(self, namespace: str) -> None:
+        deadline = time.monotonic() + 10
+        while self.read("v1/serviceaccounts", namespace, "default") is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no default ServiceAccount in {namespace} within 10s")
+            time.sleep(0.02)  # the service account controller creates it
 
     def node(self, base: str, labels: dict[str, str] | None = None) -> str:
         """This test's Node `base`, Ready as a kubelet reports it."""

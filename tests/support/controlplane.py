@@ -56,6 +56,10 @@ COMMANDS = {
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
 }
 SERVICE_CIDR = "10.96.0.0/16"
+WORKLOAD_CONTROLLERS = ("job-controller", "cronjob-controller", "deployment-controller",
+                        "replicaset-controller", "statefulset-controller",
+                        "daemonset-controller", "replicationcontroller-controller")
+"""Controllers the test controller manager does not run (docs/testing.md)."""
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
     "omitStages": ["RequestReceived"],
@@ -375,10 +379,11 @@ class ControlPlane:
                 f"--service-account-private-key-file={pki.path('sa.key')}",
                 f"--root-ca-file={pki.ca}", "--use-service-account-credentials",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                # Every controller but the Job controllers: with no kubelet, tests write the
-                # pods of their Jobs as a kubelet would, and the Job controller would
-                # release them (they lack its selector) or delete them (suspended Jobs).
-                "--controllers=*,-job-controller,-cronjob-controller",
+                # Every controller but the workload controllers: with no scheduler and no
+                # kubelet, tests and benchmarks write pods for their owners as a kubelet
+                # would, and those controllers would fight them (release pods without
+                # their selector, scale them down, create pods that never run).
+                f"--controllers=*,{','.join(f'-{c}' for c in WORKLOAD_CONTROLLERS)}",
                 "--leader-elect=false", "--v=1",
             ], self.state / "kube-controller-manager.log"),
         }

@@ -25,7 +25,7 @@ import yaml
 from oomguard import cgroups
 from oomguard.engine.ranking import size
 from oomguard.render import table
-from oomguard.sandbox import Mi, SandboxNode, SandboxPod, SandboxUnavailableError
+from oomguard.sandbox import Mi, SandboxNode, SandboxPod, SandboxUnavailableError, wait_until
 
 NODE_LIMIT = 512 * Mi
 LEAK_RATE = 40  # MiB/s: slow enough to watch, fast enough to be over in seconds
@@ -189,6 +189,10 @@ def kernel_alone(screen: Screen) -> None:
                 peak, before = node.usage_bytes(), _usage(node)
             screen.progress(_bar(node))
             time.sleep(0.1)  # refresh period of the live view
+        # The kernel counts its kill when it sends SIGKILL; the victim exits (and releases
+        # its memory) a moment later. Name it once it is gone.
+        wait_until(lambda: any(p.process is not None and p.process.poll() is not None
+                               for p in pods), timeout=10.0)
         after = _usage(node)
         killed = [p.ref for p in pods if p.process is not None and p.process.poll() is not None]
         screen.say(f"  the kernel OOM killer fired at the limit and killed "

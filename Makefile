@@ -25,17 +25,17 @@ typecheck: $(BIN)/.installed
 # The test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl), built
 # from tests/cluster/go.mod once per machine into ~/.cache/oomguard (docs/testing.md).
 controlplane: $(BIN)/.installed
-	cd tests && ../$(BIN)/python -m support.controlplane build
+	cd tests && ../$(BIN)/python -m support build
 
 pytest: $(BIN)/.installed controlplane
 	$(BIN)/pytest
 
 # A control plane that stays up for you: KUBECONFIG=.cluster/admin.kubeconfig.
 cluster: controlplane
-	cd tests && ../$(BIN)/python -m support.controlplane up --state ../.cluster
+	cd tests && ../$(BIN)/python -m support up --state ../.cluster
 
 cluster-down: $(BIN)/.installed
-	cd tests && ../$(BIN)/python -m support.controlplane down --state ../.cluster
+	cd tests && ../$(BIN)/python -m support down --state ../.cluster
 
 demo: $(BIN)/.installed
 	$(BIN)/oomguard demo

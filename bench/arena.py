@@ -62,7 +62,7 @@ from oomguard.sandbox import (
     procs,
 )
 
-from support import ClusterSession, ControlPlane, Kube
+from support import Kube, cluster_with_chart
 
 LIMIT = 512 * Mi
 SOFT, HARD, RECLAIM_TO = "20%", "10%", "30%"
@@ -803,14 +803,8 @@ def control_plane(wanted: bool, workdir: Path) -> Iterator[Kube | None]:
     if not wanted:
         yield None
         return
-    plane = ControlPlane(workdir / "cluster")
-    plane.start()
-    try:
-        session = ClusterSession(plane)
-        session.install_chart()
-        yield Kube(session, "arena")
-    finally:
-        plane.stop()
+    with cluster_with_chart(workdir / "cluster") as session:
+        yield Kube(session)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,7 +89,7 @@ from oomguard.controller.view import (
 from oomguard.engine import decide
 from oomguard.kube import Cluster, Eviction, api_client, connection_info
 
-from support import ApiCall, ClusterSession, ControlPlane, Kube, kubelet_status
+from support import ApiCall, Kube, cluster_with_chart, kubelet_status
 from tenants import typical_priorities
 
 Mi = 2**20
@@ -456,14 +456,8 @@ async def operator_process(kubeconfig: Path) -> AsyncIterator[dict[str, Any]]:
 def real_cluster(workdir: Path) -> Iterator[Kube]:
     """The tests' control plane (etcd, kube-apiserver, kube-controller-manager) with the
     chart installed, for one part of the benchmark."""
-    plane = ControlPlane(workdir)
-    plane.start()
-    try:
-        session = ClusterSession(plane)
-        session.install_chart()
-        yield Kube(session, "operator-bench")
-    finally:
-        plane.stop()
+    with cluster_with_chart(workdir) as session:
+        yield Kube(session)
 
 
 CONTROLLERS = {
@@ -612,9 +606,11 @@ async def _server_run(kube: Kube, model: ClusterModel, samples: int, warmup: int
         r["recorded_ms"] = (writes[0].completed - written) * 1e3
         r["completed_ms"] = (next(c.completed for c in writes if (c.body or {}).get(
             "status", {}).get("phase") in ("Completed", "Failed")) - written) * 1e3
-        entered = min((t for n, t in stamps["entered"] if n == r["node"] and t >= written),
-                      default=written)
         asked = next((t for n, t in stamps["asked"] if n == name), _created(calls, name))
+        # The handler call that decided: the last for the node before the create. The
+        # watch event can reach kopf a moment before the server logs the write complete.
+        entered = max((t for n, t in stamps["entered"] if n == r["node"] and t <= asked),
+                      default=written)
         r["delivered_ms"] = (entered - written) * 1e3
         r["decided_ms"] = (asked - entered) * 1e3
         r["posted_ms"] = (_created(calls, name) - asked) * 1e3

@@ -12,7 +12,7 @@ import pytest
 
 from oomguard.permissions import AGENT, OPERATOR, Permission
 
-from support import ClusterSession, ControlPlane, Kube
+from support import ClusterSession, Kube, cluster_with_chart
 from support.cluster import AGENT_ACCOUNT, OPERATOR_ACCOUNT, PROBE
 from support.helm import NAMESPACE
 
@@ -24,20 +24,14 @@ LISTS = {f"system:serviceaccount:{NAMESPACE}:{OPERATOR_ACCOUNT}": OPERATOR,
 def cluster_session() -> Iterator[ClusterSession]:
     """etcd, kube-apiserver and kube-controller-manager for the whole run, with the chart
     installed; stopped at the end, also when tests fail or the run is interrupted."""
-    plane = ControlPlane(Path(tempfile.mkdtemp(prefix="oomguard-cluster-")))
-    plane.start()
-    try:
-        session = ClusterSession(plane)
-        session.install_chart()
+    with cluster_with_chart(Path(tempfile.mkdtemp(prefix="oomguard-cluster-"))) as session:
         yield session
-    finally:
-        plane.stop()
 
 
 @pytest.fixture
-def kube(cluster_session: ClusterSession, request: pytest.FixtureRequest) -> Iterator[Kube]:
+def kube(cluster_session: ClusterSession) -> Iterator[Kube]:
     """This test's view of the session's cluster: its own names, its audit log."""
-    view = Kube(cluster_session, request.node.nodeid)
+    view = Kube(cluster_session)
     yield view
     view.cleanup()
 

@@ -176,9 +176,14 @@ async def _budget_settled(kube: Kube, seeded: Seeded, allowed: int) -> None:
     await kube.wait_for(settled)
 
 
-def _labelled_etl(kube: Kube, seeded: Seeded) -> None:
+def _budgeted(kube: Kube, min_available: int) -> Seeded:
+    """The node, with a budget over the etl Job's pods that the disruption controller has
+    computed, and the priorities (default actions: Evict under Soft)."""
+    seeded = seed_node(kube)
     for name in ("etl-1", "etl-2"):
         kube.patch("v1/pods", seeded.batch, name, {"metadata": {"labels": {"owner": "etl"}}})
+    _budget(kube, seeded, min_available)
+    return seeded
 
 
 async def test_eviction_honours_the_disruption_budget_soft_then_hard(
@@ -187,9 +192,7 @@ async def test_eviction_honours_the_disruption_budget_soft_then_hard(
     """A budget that allows one disruption: the first etl pod is evicted, the eviction
     handler refuses the second with 429, the decision fails. Once the evicted pod is gone,
     the next report leaves the refused pod alone and takes the next candidate."""
-    seeded = seed_node(kube)
-    _labelled_etl(kube, seeded)
-    _budget(kube, seeded, min_available=1)
+    seeded = _budgeted(kube, min_available=1)
     await _budget_settled(kube, seeded, allowed=1)
     seeded.priorities()  # default actions: Evict under Soft
     seeded.reported(500 * Mi)
@@ -222,9 +225,7 @@ async def test_a_budget_that_allows_no_disruption_passes_its_pods_over_when_evic
 ) -> None:
     """The disruption controller's status says no etl pod may go: under Soft (Evict) the
     operator takes the next candidates at once, with no eviction refused on the way."""
-    seeded = seed_node(kube)
-    _labelled_etl(kube, seeded)
-    _budget(kube, seeded, min_available=2)
+    seeded = _budgeted(kube, min_available=2)
     await _budget_settled(kube, seeded, allowed=0)
     seeded.priorities()  # default actions: Evict under Soft
     seeded.reported(500 * Mi)
@@ -240,9 +241,7 @@ async def test_a_budget_that_allows_no_disruption_passes_its_pods_over_when_evic
 async def test_hard_pressure_escalates_a_refused_eviction_to_a_kill(
     kube: Kube, operator: None
 ) -> None:
-    seeded = seed_node(kube)
-    _labelled_etl(kube, seeded)
-    _budget(kube, seeded, min_available=1)
+    seeded = _budgeted(kube, min_available=1)
     await _budget_settled(kube, seeded, allowed=1)
     seeded.priorities(actions={"hard": "Evict"})
     seeded.reported(100 * Mi)  # Hard: below 5%

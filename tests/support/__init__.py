@@ -2,7 +2,15 @@
 kube-apiserver, kube-controller-manager) per session, the tests' hands on it, a real
 kubectl and helm, and a real kopf operator running against it. See docs/testing.md."""
 
-from .cluster import ApiCall, ApiError, ClusterSession, Identity, Kube, kubelet_status
+from .cluster import (
+    ApiCall,
+    ApiError,
+    ClusterSession,
+    Identity,
+    Kube,
+    cluster_with_chart,
+    kubelet_status,
+)
 from .controlplane import ControlPlane
 from .kopf_runner import running_operator
 from .kubectl import Kubectl, KubectlResult
@@ -16,6 +24,7 @@ __all__ = [
     "Kube",
     "Kubectl",
     "KubectlResult",
+    "cluster_with_chart",
     "kubelet_status",
     "running_operator",
 ]

@@ -208,7 +208,6 @@ class ClusterSession:
     plane: ControlPlane
     rest: Rest = field(init=False)
     audit: AuditLog = field(init=False)
-    admin: Identity = field(init=False)
     operator: Identity = field(init=False)
     agent: Identity = field(init=False)
     _tests: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -216,7 +215,6 @@ class ClusterSession:
     def __post_init__(self) -> None:
         self.rest = Rest(self.plane)
         self.audit = AuditLog(self.plane.audit_log, self.rest)
-        self.admin = Identity("admin", "oomguard-test-admin")
 
     @property
     def server(self) -> str:
@@ -248,12 +246,10 @@ class ClusterSession:
             time.sleep(0.05)  # the apiextensions controller establishes it
 
     def identity(self, account: str, namespace: str = NAMESPACE, *,
-                 bound_to: Obj | None = None, name: str | None = None) -> Identity:
+                 name: str | None = None) -> Identity:
         """A new token of a ServiceAccount (TokenRequest, as the kubelet asks for a pod's
-        projected token), optionally bound to an object (a Pod)."""
+        projected token)."""
         spec: Obj = {"expirationSeconds": 3600}
-        if bound_to is not None:
-            spec["boundObjectRef"] = bound_to
         answer = self.rest.call("POST", _path("v1/serviceaccounts", namespace, account, "token"),
                                 {"apiVersion": "authentication.k8s.io/v1",
                                  "kind": "TokenRequest", "spec": spec})
@@ -265,16 +261,29 @@ class ClusterSession:
         return next(self._tests)
 
 
+@contextlib.contextmanager
+def cluster_with_chart(state: Path) -> Iterator[ClusterSession]:
+    """A control plane (state in `state`) with the chart installed, until the block ends:
+    the pytest session's, the arena's, the operator benchmark's."""
+    plane = ControlPlane(state)
+    plane.start()
+    try:
+        session = ClusterSession(plane)
+        session.install_chart()
+        yield session
+    finally:
+        plane.stop()
+
+
 class Kube:
     """One test's view of the session cluster. Names: `name("batch")` is this test's
     "batch" (namespaces, nodes, policies). Writes: `store` creates or replaces an object,
     and its status through the status subresource, as a kubelet or controller would."""
 
-    def __init__(self, session: ClusterSession, test: str) -> None:
+    def __init__(self, session: ClusterSession) -> None:
         self.session = session
         self.rest = session.rest
         self.suffix = f"t{session.next_test()}"
-        self.test = test
         self.audit_from = session.audit.end()
         self.created: list[tuple[str, str | None, str]] = []
 
@@ -290,10 +299,6 @@ class Kube:
     @property
     def ca(self) -> Path:
         return self.session.ca
-
-    @property
-    def admin(self) -> Identity:
-        return self.session.admin
 
     @property
     def operator(self) -> Identity:

@@ -7,7 +7,7 @@ plane gets a throw-away PKI (a CA, serving and client certificates, service-acco
 keys), free ports, and a state directory holding its kubeconfig, logs and audit log; it is
 removed when the control plane stops.
 
-`python -m support.controlplane up|down [--state DIR]` is `make cluster` / `make
+`python -m support up|down [--state DIR]` is `make cluster` / `make
 cluster-down`; the pytest session starts one through the same `ControlPlane` class.
 See docs/testing.md.
 """
@@ -125,8 +125,11 @@ def binaries(log: Any = sys.stderr) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
         for stale in target.parent.iterdir():  # builds of an earlier go.sum
-            if stale.is_dir() and stale != target and "." not in stale.name:
-                shutil.rmtree(stale, ignore_errors=True)
+            if stale.name.split(".")[0] != target.name:
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
         return target
 
 
@@ -541,7 +544,7 @@ def _down(state: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m support.controlplane",
+    parser = argparse.ArgumentParser(prog="python -m support",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "build"])
     parser.add_argument("--state", type=Path, default=ROOT / ".cluster",

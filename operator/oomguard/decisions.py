@@ -73,6 +73,7 @@ def decision_from_outcome(
                 available_bytes=outcome.available_bytes,
                 capacity_bytes=outcome.capacity_bytes,
                 need_bytes=outcome.need_bytes,
+                psi_full_avg10=outcome.psi_full_avg10,
                 report_time=report_time,
             ),
             action=outcome.action,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from oomguard.api import NodeMemory
 from oomguard.api.report import NodePSI
+from oomguard.decisions import decision_from_outcome
+from oomguard.engine import decide
 from oomguard.engine.pressure import assess, select_policy
 
-from builders import Gi, Mi, policy
+from builders import NOW, Gi, Mi, pod, policy, snapshot
 
 
 @pytest.mark.parametrize(
@@ -52,3 +56,17 @@ def test_most_specific_matching_policy_governs() -> None:
     assert select_policy([gpu], "n1", {}).metadata.name == "default"
     by_host = policy("host", nodeSelector={"matchLabels": {"kubernetes.io/hostname": "n1"}})
     assert select_policy([general, by_host], "n1", {}).metadata.name == "host"
+
+
+def test_a_psi_triggered_decision_records_the_psi_it_saw() -> None:
+    """Memory available, but tasks stalled 30% of the time: the decision says so (its
+    trigger's PSI was always 0 before)."""
+    web = pod("web-0")
+    memory = NodeMemory(capacity_bytes=16 * Gi, available_bytes=8 * Gi,
+                        psi=NodePSI(some_avg10=45.0, full_avg10=30.0))
+    outcome = decide(replace(snapshot([(web, 1 * Gi)]), memory=memory,
+                             policies=[policy(thresholds={"psi": {"fullAvg10": 20}})]))
+    decision = decision_from_outcome(outcome, decided_by="agent", at=NOW)
+    assert decision.spec.trigger.pressure == "Soft"
+    assert decision.spec.trigger.psi_full_avg10 == 30.0
+    assert decision.wire()["spec"]["trigger"]["psiFullAvg10"] == 30.0

@@ -46,10 +46,6 @@ class DecisionRecorder:
         """Write the outcome of a decision the agent executed (its only writer meanwhile)."""
         self._queue(f"outcome of {name}", lambda: self._status(name, status))
 
-    def pending(self) -> int:
-        with self._wakeup:
-            return len(self._jobs)
-
     def start(self) -> None:
         self._thread.start()
 

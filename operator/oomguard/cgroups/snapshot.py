@@ -33,12 +33,6 @@ class ScanErrors:
     unreadable: int = 0
     node_signals: int = 0
 
-    @property
-    def total(self) -> int:
-        return (
-            self.vanished + self.incomplete + self.malformed + self.unreadable + self.node_signals
-        )
-
 
 @dataclass(frozen=True)
 class NodeSnapshot:

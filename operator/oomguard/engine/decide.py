@@ -89,6 +89,7 @@ def decide(snapshot: Snapshot) -> Outcome:
         excluded=excluded,
         priorities=resolution.reports,
         soft_threshold_bytes=assessment.soft_bytes,
+        psi_full_avg10=s.memory.psi.full_avg10,
         cooldown_seconds=spec.cooldown_seconds,
         blocked_by=flight.blocking,
     )

@@ -177,6 +177,8 @@ class Outcome:
     excluded: list[Exclusion]
     priorities: list[PriorityReport]
     soft_threshold_bytes: int = 0
+    psi_full_avg10: float = 0.0
+    """The node's memory PSI (full, avg10) the decision saw: what a PSI threshold reads."""
     cooldown_seconds: int = 0
     blocked_by: str | None = None
 

@@ -25,8 +25,6 @@ class Assessment:
     pressure: Pressure
     need_bytes: int
     soft_bytes: int
-    hard_bytes: int
-    reclaim_to_bytes: int
 
 
 def assess(memory: NodeMemory, policy: OOMPolicy) -> Assessment:
@@ -47,4 +45,4 @@ def assess(memory: NodeMemory, policy: OOMPolicy) -> Assessment:
     elif available < soft or (psi_limit is not None and memory.psi.full_avg10 > psi_limit):
         pressure = "Soft"
     need = 0 if pressure == "None" else max(reclaim_to - available, 1)
-    return Assessment(pressure, need, soft, hard, reclaim_to)
+    return Assessment(pressure, need, soft)

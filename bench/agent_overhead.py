@@ -54,7 +54,7 @@ import yaml
 from oomguard.agent.host import CgroupKiller, CgroupReader, SystemClock
 from oomguard.agent.loop import Agent
 from oomguard.agent.standalone import place_on_node
-from oomguard.manifests import load_files
+from oomguard.inputs import load_files
 from oomguard.sandbox import SandboxNode, SandboxUnavailableError
 
 Gi = 2**30

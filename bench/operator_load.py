@@ -76,7 +76,7 @@ import kopf
 from kubernetes import client
 
 from oomguard.api import GROUP, VERSION, NodeMemoryReport, OOMDecision, OOMPolicy, OOMPriority
-from oomguard.controller import Decider, Options, register
+from oomguard.controller import Decider, Options, connection_info, register
 from oomguard.controller.handlers import settle_garbage_collector
 from oomguard.controller.housekeeping import Housekeeper
 from oomguard.controller.view import (
@@ -87,7 +87,7 @@ from oomguard.controller.view import (
     index_pod,
 )
 from oomguard.engine import decide
-from oomguard.kube import Cluster, Eviction, api_client, connection_info
+from oomguard.kube import Cluster, Eviction, api_client
 
 from support import ApiCall, Kube, cluster_with_chart, kubelet_status
 from tenants import typical_priorities

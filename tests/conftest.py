@@ -1,5 +1,5 @@
 """Fixtures shared by the end-to-end tests (one real control plane per session, see
-docs/testing.md), and the check that oomguard.permissions lists exactly the API calls they
+docs/testing.md), and the check that oomguard.kube.permissions lists exactly the API calls they
 make."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from oomguard.permissions import AGENT, OPERATOR, Permission
+from oomguard.kube.permissions import AGENT, OPERATOR, Permission
 
 from support import ClusterSession, Kube, cluster_with_chart
 from support.cluster import AGENT_ACCOUNT, OPERATOR_ACCOUNT, PROBE
@@ -39,7 +39,7 @@ def kube(cluster_session: ClusterSession) -> Iterator[Kube]:
 @pytest.fixture(autouse=True)
 def _calls_are_listed(request: pytest.FixtureRequest) -> Iterator[None]:
     """Every API call the operator or an agent makes in a test is one that
-    oomguard.permissions lists (the chart's RBAC grants exactly those: anything else was
+    oomguard.kube.permissions lists (the chart's RBAC grants exactly those: anything else was
     refused with 403, which this names)."""
     yield
     kube = request.node.funcargs.get("kube")
@@ -49,7 +49,7 @@ def _calls_are_listed(request: pytest.FixtureRequest) -> Iterator[None]:
             used = {c.rbac for c in calls if c.username == username}
             _coverage.used[username] |= used
             unlisted = used - listed
-            assert not unlisted, f"{username} API calls missing from oomguard.permissions: " \
+            assert not unlisted, f"{username} API calls missing from oomguard.kube.permissions: " \
                 f"{unlisted}"
 
 
@@ -111,12 +111,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         lines = [f"permissions coverage: not checked ({why}); it needs the whole test suite"]
     else:
         unused = {token: sorted(LISTS[token] - _coverage.used[token]) for token in LISTS}
-        lines = [f"permissions coverage: listed in oomguard.permissions, never used by "
+        lines = [f"permissions coverage: listed in oomguard.kube.permissions, never used by "
                  f"{token}: {perm}" for token, perms in unused.items() for perm in perms]
         if lines:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             lines.append("permissions coverage: FAILED: remove them from "
-                         "oomguard.permissions (and so from the chart's RBAC), or test them")
+                         "oomguard.kube.permissions (and so from the chart's RBAC), or test them")
         else:
             lines = ["permissions coverage: every listed permission is used by the "
                      "end-to-end tests"]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from oomguard.agent.loop import Agent, KillResult, NodeSample, Sampling
 from oomguard.api import MemoryUsage, NodeMemory, OOMDecision, PodMemory
-from oomguard.manifests import Inputs
+from oomguard.inputs import Inputs
 
 from builders import Gi, Mi, pod, policy
 

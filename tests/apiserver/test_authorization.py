@@ -1,4 +1,4 @@
-"""The chart's RBAC on the real authorizer: every call oomguard.permissions lists is allowed
+"""The chart's RBAC on the real authorizer: every call oomguard.kube.permissions lists is allowed
 to the component's ServiceAccount, and calls outside the list are refused with 403, both
 as the server's SubjectAccessReview answers and as real requests with the tokens. (That the
 whole loop works with exactly these roles: the end-to-end tests, which authenticate so.)"""
@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from oomguard.permissions import AGENT, OPERATOR, Permission
+from oomguard.kube.permissions import AGENT, OPERATOR, Permission
 
 from support import Identity, Kube
 from support.cluster import AGENT_ACCOUNT, OPERATOR_ACCOUNT, PROBE

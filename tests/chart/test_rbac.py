@@ -1,4 +1,4 @@
-"""The chart's RBAC is exactly oomguard.permissions: every (verb, group, resource,
+"""The chart's RBAC is exactly oomguard.kube.permissions: every (verb, group, resource,
 subresource) its ClusterRoles grant is listed, and every listed one is granted, for each
 configuration of the chart.
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from oomguard.permissions import AGENT, OPERATOR, Permission
+from oomguard.kube.permissions import AGENT, OPERATOR, Permission
 
 from support.helm import NAMESPACE, Manifest, find, one, render, values_files
 

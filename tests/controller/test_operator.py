@@ -22,7 +22,7 @@ import pytest
 from oomguard.api import GROUP, VERSION
 from oomguard.controller import Decider, Options, register
 from oomguard.kube import Cluster
-from oomguard.permissions import OPERATOR
+from oomguard.kube.permissions import OPERATOR
 
 from support import Kube, Kubectl, running_operator
 

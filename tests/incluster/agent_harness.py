@@ -18,7 +18,6 @@ from typing import Any
 from kubernetes import client
 
 from oomguard.agent.cluster import AgentConfig, ClusterAgent
-from oomguard.agent.kube import Api
 from oomguard.agent.publish import PublishPolicy
 from oomguard.api import (
     OOMDecision,
@@ -31,6 +30,7 @@ from oomguard.api import (
 )
 from oomguard.api.meta import ObjectMeta
 from oomguard.decisions import NODE_LABEL
+from oomguard.kube import NodeApi
 from oomguard.sandbox import Mi, SandboxNode, SandboxPod
 
 from support import Identity, Kube
@@ -46,10 +46,10 @@ POLICY_SPEC = {"thresholds": {"memoryAvailable": {"soft": "60%", "hard": "50%"}}
 (and the kernel OOM killer), so that tests do not race the kernel."""
 
 
-def agent_api(kube: Kube, who: Identity | None = None, server: str | None = None) -> Api:
+def agent_api(kube: Kube, who: Identity | None = None, server: str | None = None) -> NodeApi:
     """The agent's client as the CLI builds it (no retries of its own), with a token of
     the chart's agent ServiceAccount."""
-    return Api(kube.api_client(who or kube.agent, user_agent="oomguard-agent", server=server,
+    return NodeApi(kube.api_client(who or kube.agent, user_agent="oomguard-agent", server=server,
                                retries=0))
 
 

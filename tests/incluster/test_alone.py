@@ -22,7 +22,7 @@ from agent_harness import (
     when,
 )
 
-from oomguard.permissions import AGENT
+from oomguard.kube.permissions import AGENT
 from oomguard.sandbox import SandboxNode, SandboxPod
 
 from support import Kube

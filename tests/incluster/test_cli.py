@@ -17,7 +17,7 @@ from pathlib import Path
 
 from agent_harness import pod_on, seed_node
 
-from oomguard.permissions import AGENT
+from oomguard.kube.permissions import AGENT
 from oomguard.sandbox import SandboxNode
 
 from support import Kube

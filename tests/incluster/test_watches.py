@@ -27,7 +27,7 @@ from agent_harness import (
 
 from oomguard.controller import Decider, Options, register
 from oomguard.kube import Cluster
-from oomguard.live import load_cluster
+from oomguard.kube.live import load_cluster
 from oomguard.sandbox import SandboxNode
 
 from support import Kube, running_operator

@@ -29,7 +29,6 @@ from kubernetes.client.exceptions import ApiException
 from oomguard import cgroups
 from oomguard.agent.execute import Executor, executable
 from oomguard.agent.host import CgroupKiller, CgroupReader, SystemClock, Waiter
-from oomguard.agent.kube import Api, Backoff, Reflector, Resource, UnreachableError
 from oomguard.agent.loop import Agent, KillResult, NodeSample, Step
 from oomguard.agent.metrics import AgentMetrics, serve
 from oomguard.agent.publish import PublishPolicy
@@ -47,7 +46,8 @@ from oomguard.api import (
 from oomguard.api.meta import Condition, ObjectMeta
 from oomguard.decisions import NODE_LABEL
 from oomguard.engine import Outcome, Pod
-from oomguard.manifests import Inputs, pod_from_manifest
+from oomguard.inputs import Inputs, pod_from_manifest
+from oomguard.kube import Backoff, NodeApi, Reflector, Resource, UnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class ClusterView:
     Node (labels choose the policy; the uid owns the report). They outlive API outages:
     when the agent must act alone, stale knowledge beats none."""
 
-    def __init__(self, api: Api, node: str) -> None:
+    def __init__(self, api: NodeApi, node: str) -> None:
         core = ("", "v1")
         self.pods = Reflector(api, Resource(*core, "pods", field_selector=f"spec.nodeName={node}"),
                               pod_from_manifest)
@@ -183,7 +183,7 @@ class MeteredKiller(CgroupKiller):
 class ClusterAgent:
     """One node's in-cluster agent. `run` blocks until `stop`; `step` is one sample."""
 
-    def __init__(self, config: AgentConfig, api: Api) -> None:
+    def __init__(self, config: AgentConfig, api: NodeApi) -> None:
         self.config, self.api = config, api
         self.metrics = AgentMetrics()
         self.clock = SystemClock()
@@ -371,7 +371,7 @@ def _substitute_evict(decision: OOMDecision) -> OOMDecision:
     })
 
 
-def run(config: AgentConfig, api: Api) -> int:
+def run(config: AgentConfig, api: NodeApi) -> int:
     """Protect the node until SIGTERM or SIGINT; returns the exit code."""
     agent = ClusterAgent(config, api)
 

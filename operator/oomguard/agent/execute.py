@@ -21,13 +21,13 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from oomguard.agent.kube import Api, UnreachableError
 from oomguard.agent.loop import Clock, PodKiller, finished_phase
 from oomguard.agent.metrics import AgentMetrics
 from oomguard.api import OOMDecision, OOMDecisionStatus, VictimStatus
 from oomguard.api.meta import Condition
 from oomguard.engine import Pod
 from oomguard.engine.eligibility import Context, exclusion
+from oomguard.kube import NodeApi, UnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Executor:
     """Claims, checks and kills; `finish` writes the outcome (it retries on its own)."""
 
     node: str
-    api: Api
+    api: NodeApi
     killer: PodKiller
     clock: Clock
     cache: PodCache

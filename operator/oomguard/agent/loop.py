@@ -17,7 +17,7 @@ from oomguard.api.meta import Condition
 from oomguard.decisions import decision_from_outcome
 from oomguard.engine import Outcome, Snapshot, decide
 from oomguard.engine.pressure import Assessment, assess, select_policy
-from oomguard.manifests import Inputs
+from oomguard.inputs import Inputs
 
 KillOutcome = Literal["Killed", "AlreadyGone", "Refused", "Failed"]
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
 
-from oomguard.agent.kube import Api, Backoff, UnreachableError
 from oomguard.api import OOMDecision, OOMDecisionStatus
+from oomguard.kube import Backoff, NodeApi, UnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ RETRIED_REFUSALS = (401, 403)
 class DecisionRecorder:
     """A queue of decision writes, served by its own thread."""
 
-    def __init__(self, api: Api, *, backoff: Backoff | None = None) -> None:
+    def __init__(self, api: NodeApi, *, backoff: Backoff | None = None) -> None:
         self.api = api
         self._jobs: collections.deque[tuple[str, Callable[[], None]]] = collections.deque()
         self._wakeup = threading.Condition()

@@ -21,11 +21,11 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from oomguard import __version__
-from oomguard.agent.kube import Api, Backoff, UnreachableError
 from oomguard.agent.loop import Clock, NodeReader
 from oomguard.agent.metrics import AgentMetrics
 from oomguard.agent.publish import Publisher, PublishPolicy, Write
 from oomguard.api import API_VERSION, NodeMemory, NodeMemoryReportStatus, PodMemory, Pressure
+from oomguard.kube import Backoff, NodeApi, UnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ReportWriter:
     """Owns the node's report: creates it, then patches its status as planned. Runs on its
     own thread, woken by the loop when pressure changes; `tick` is one round."""
 
-    def __init__(self, api: Api, node: str, reader: NodeReader, clock: Clock,
+    def __init__(self, api: NodeApi, node: str, reader: NodeReader, clock: Clock,
                  metrics: AgentMetrics, *, policy: PublishPolicy | None = None,
                  scan_seconds: float = 10.0,
                  owner: Callable[[], dict[str, Any] | None] = lambda: None) -> None:

@@ -19,7 +19,7 @@ from typing import TextIO
 from oomguard.agent.host import CgroupKiller, CgroupReader, SystemClock, Waiter
 from oomguard.agent.loop import Agent
 from oomguard.api import OOMDecision
-from oomguard.manifests import Inputs
+from oomguard.inputs import Inputs
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,17 @@ from oomguard.api.decision import (
     VictimGroup,
     VictimStatus,
 )
-from oomguard.api.meta import API_VERSION, GROUP, VERSION, LabelSelector, ObjectMeta
+from oomguard.api.meta import (
+    API_VERSION,
+    DECISIONS,
+    GROUP,
+    POLICIES,
+    PRIORITIES,
+    REPORTS,
+    VERSION,
+    LabelSelector,
+    ObjectMeta,
+)
 from oomguard.api.policy import DEFAULT_POLICY, Action, OOMPolicy, OOMPolicySpec, Pressure
 from oomguard.api.priority import OOMPriority, OOMPrioritySpec, Preference
 from oomguard.api.quantity import parse_quantity, resolve_amount
@@ -27,8 +37,12 @@ from oomguard.api.report import (
 
 __all__ = [
     "API_VERSION",
+    "DECISIONS",
     "DEFAULT_POLICY",
     "GROUP",
+    "POLICIES",
+    "PRIORITIES",
+    "REPORTS",
     "TERMINAL_PHASES",
     "VERSION",
     "Action",

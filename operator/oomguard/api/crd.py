@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel
 
 from oomguard.api.decision import OOMDecision
-from oomguard.api.meta import GROUP, VERSION
+from oomguard.api.meta import DECISIONS, GROUP, POLICIES, PRIORITIES, REPORTS, VERSION
 from oomguard.api.policy import OOMPolicy
 from oomguard.api.priority import OOMPriority
 from oomguard.api.report import NodeMemoryReport
@@ -53,7 +53,7 @@ class ResourceInfo:
 AGE = Column("Age", ".metadata.creationTimestamp", "date")
 
 RESOURCES: tuple[ResourceInfo, ...] = (
-    ResourceInfo(OOMPolicy, "oompolicies", ("oompol",), "Cluster", (
+    ResourceInfo(OOMPolicy, POLICIES, ("oompol",), "Cluster", (
         Column("Mode", ".spec.mode"),
         Column("Soft", ".spec.thresholds.memoryAvailable.soft"),
         Column("Hard", ".spec.thresholds.memoryAvailable.hard"),
@@ -62,7 +62,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         Column("Last-Decision", ".status.lastDecision"),
         AGE,
     )),
-    ResourceInfo(OOMPriority, "oompriorities", ("oompri",), "Namespaced", (
+    ResourceInfo(OOMPriority, PRIORITIES, ("oompri",), "Namespaced", (
         Column("Priority", ".spec.priority", "integer"),
         Column("Effective", ".status.effectivePriority", "integer"),
         Column("Preference", ".spec.preference"),
@@ -70,14 +70,14 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         Column("Matched", ".status.matchedPods", "integer"),
         AGE,
     )),
-    ResourceInfo(NodeMemoryReport, "nodememoryreports", ("nmr", "memreport"), "Cluster", (
+    ResourceInfo(NodeMemoryReport, REPORTS, ("nmr", "memreport"), "Cluster", (
         Column("Capacity", ".status.node.capacityBytes", "integer"),
         Column("Available", ".status.node.availableBytes", "integer"),
         Column("PSI-Full", ".status.node.psi.fullAvg10", "number"),
         Column("Observed", ".status.observedTime", "date"),
         Column("Agent", ".status.agentVersion", priority=1),
     )),
-    ResourceInfo(OOMDecision, "oomdecisions", ("oomdec",), "Cluster", (
+    ResourceInfo(OOMDecision, DECISIONS, ("oomdec",), "Cluster", (
         Column("Node", ".spec.nodeName"),
         Column("Pressure", ".spec.trigger.pressure"),
         Column("Action", ".spec.action"),

@@ -13,6 +13,9 @@ GROUP = "oomguard.io"
 VERSION = "v1alpha1"
 API_VERSION: Final = "oomguard.io/v1alpha1"
 ApiVersion = Literal["oomguard.io/v1alpha1"]
+REPORTS, DECISIONS = "nodememoryreports", "oomdecisions"
+POLICIES, PRIORITIES = "oompolicies", "oompriorities"
+"""The resources' plural names: their one home (the CRDs, RBAC and clients use these)."""
 
 
 def cel_rules(*rules: dict[str, JsonValue]) -> ConfigDict:

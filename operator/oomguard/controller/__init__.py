@@ -10,13 +10,30 @@ from typing import Any
 
 import kopf
 import prometheus_client
+from kubernetes import client
 
 from oomguard.controller.deciding import Decider
 from oomguard.controller.handlers import register
 from oomguard.controller.housekeeping import Options
-from oomguard.kube import Cluster, api_client, connection_info
+from oomguard.kube import Cluster, api_client
 
-__all__ = ["Decider", "Options", "register", "run"]
+__all__ = ["Decider", "Options", "connection_info", "register", "run"]
+
+
+def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from a `kubernetes` client configuration: server, CA, client
+    certificate or bearer token. An in-cluster configuration re-reads its token file
+    first, so that a kopf re-login after a 401 picks up the rotated token."""
+    if configuration.refresh_api_key_hook is not None:
+        configuration.refresh_api_key_hook(configuration)
+    header = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    scheme, _, token = (header or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host, ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file, private_key_path=configuration.key_file,
+        scheme=scheme.capitalize() or None, token=token or None)
+
 
 
 def run(*, server: str | None = None, kubeconfig: Path | None = None,

@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from oomguard.api import GROUP, VERSION, OOMPolicy, OOMPriority
+from oomguard.api import DECISIONS, GROUP, REPORTS, VERSION, OOMPolicy, OOMPriority
 from oomguard.controller import kopf_fixes
 from oomguard.controller.deciding import Decider
 from oomguard.controller.housekeeping import Housekeeper, Options
@@ -28,7 +28,6 @@ from oomguard.controller.view import (
     index_owner,
     index_pod,
 )
-from oomguard.kube import DECISIONS, REPORTS
 
 GC_THRESHOLDS = (20_000, 10, 10)
 """Young collections every 20,000 allocations instead of 700: with the caches frozen, the

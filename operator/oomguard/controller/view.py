@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from oomguard.api import NodeMemoryReport, OOMDecision, OOMPolicy, OOMPriority
 from oomguard.engine import Group, Owner, Pod, Snapshot
 from oomguard.engine.grouping import Workloads, may_join
-from oomguard.manifests import (
+from oomguard.inputs import (
     Budget,
     budget_exhausted,
     budget_from_manifest,

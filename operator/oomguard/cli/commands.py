@@ -12,9 +12,9 @@ from pathlib import Path
 
 from oomguard import __version__
 from oomguard.agent import standalone
+from oomguard.cli.render import outcome_json, outcome_table
 from oomguard.engine import decide
-from oomguard.manifests import Inputs, load_files
-from oomguard.render import outcome_json, outcome_table
+from oomguard.inputs import Inputs, load_files
 
 EXIT_INVALID_INPUT = 2
 
@@ -58,7 +58,7 @@ def rank(args: argparse.Namespace) -> int:
 
 def _from_cluster(args: argparse.Namespace) -> Inputs:
     from oomguard.kube import api_client  # noqa: PLC0415 - the client loads only when used
-    from oomguard.live import load_cluster  # noqa: PLC0415
+    from oomguard.kube.live import load_cluster  # noqa: PLC0415
 
     inputs = load_cluster(api_client(server=args.server, kubeconfig=args.kubeconfig), args.node)
     for warning in inputs.warnings:
@@ -114,7 +114,8 @@ def _has_kubepods(root: Path) -> bool:
 def _cluster_agent(args: argparse.Namespace) -> int:
     """The DaemonSet's agent: reports, executes the operator's decisions, acts alone when
     it must."""
-    from oomguard.agent import cluster, kube  # noqa: PLC0415 - only this mode needs them
+    from oomguard import kube  # noqa: PLC0415 - only this mode needs them
+    from oomguard.agent import cluster  # noqa: PLC0415
     from oomguard.agent.publish import PublishPolicy  # noqa: PLC0415
 
     if args.files:
@@ -132,14 +133,16 @@ def _cluster_agent(args: argparse.Namespace) -> int:
         node=node, cgroup_root=root, act_alone_after=args.act_alone_after,
         publish=PublishPolicy(heartbeat_seconds=args.heartbeat_seconds),
         metrics_port=args.metrics_port)
+    # No retries of the client's own: the agent retries with its backoff, and a claim on
+    # the kill path must not wait through urllib3's default connect retries.
     client = kube.api_client(server=args.server, kubeconfig=args.kubeconfig,
-                             user_agent=f"oomguard-agent/{__version__}")
-    return cluster.run(config, kube.Api(client))
+                             user_agent=f"oomguard-agent/{__version__}", retries=0)
+    return cluster.run(config, kube.NodeApi(client))
 
 
 def demo(_args: argparse.Namespace) -> int:
     """Show oomguard on a throw-away node built on real cgroups (needs root)."""
-    from oomguard import demo as demo_module  # noqa: PLC0415 - only this command needs it
+    from oomguard.cli import demo as demo_module  # noqa: PLC0415 - only this command needs it
 
     return demo_module.run()
 

@@ -23,8 +23,8 @@ from typing import Any, TextIO
 import yaml
 
 from oomguard import cgroups
+from oomguard.cli.render import table
 from oomguard.engine.ranking import size
-from oomguard.render import table
 from oomguard.sandbox import Mi, SandboxNode, SandboxPod, SandboxUnavailableError, wait_until
 
 NODE_LIMIT = 512 * Mi

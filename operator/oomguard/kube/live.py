@@ -11,8 +11,8 @@ from kubernetes import client
 
 from oomguard.api import GROUP, VERSION
 from oomguard.decisions import NODE_LABEL
-from oomguard.kube import list_pages
-from oomguard.manifests import Inputs, add_object
+from oomguard.inputs import Inputs, add_object
+from oomguard.kube.client import list_pages
 
 OURS = f"{GROUP}/{VERSION}"
 

@@ -18,6 +18,7 @@ test: lint typecheck pytest
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check operator tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy operator/oomguard

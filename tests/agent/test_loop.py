@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from oomguard.agent.loop import Agent, KillResult, NodeSample, Sampling
+from oomguard.agent.loop import Agent, NodeSample, Sampling
 from oomguard.api import MemoryUsage, NodeMemory, OOMDecision, PodMemory
+from oomguard.decisions import VictimResult
 from oomguard.inputs import Inputs
 
 from builders import Gi, Mi, pod, policy
@@ -35,15 +36,15 @@ class TableNode:
             [PodMemory(uid=u, usage=MemoryUsage(anon_bytes=b)) for u, b in self.usage.items()],
         )
 
-    def kill(self, uid: str) -> KillResult:
+    def kill(self, uid: str) -> VictimResult:
         self.kills.append(uid)
         if uid in self.unkillable:
-            return KillResult("Failed", "processes in uninterruptible sleep")
+            return VictimResult("Failed", "processes in uninterruptible sleep")
         if uid not in self.usage:
-            return KillResult("AlreadyGone")
+            return VictimResult("AlreadyGone")
         freed = self.usage.pop(uid)
         self.available += freed
-        return KillResult("Killed", reclaimed_bytes=freed, duration_seconds=0.01)
+        return VictimResult("Killed", reclaimed_bytes=freed, duration_seconds=0.01)
 
     def monotonic(self) -> float:
         return self.t

@@ -35,7 +35,7 @@ def test_unknown_pod_is_already_gone(make_tree: MakeTree) -> None:
 
     result = kill_pod(tree.root, UID_B)
 
-    assert (result.outcome, result.success, result.path) == ("already_gone", True, None)
+    assert (result.outcome, result.success, result.path) == ("AlreadyGone", True, None)
     assert result.pids_killed == ()
 
 
@@ -50,7 +50,7 @@ def test_refuses_a_pod_dir_that_is_not_a_cgroup(
 
     result = kill_pod(tree.root, UID_A, timeout=0.5)
 
-    assert (result.outcome, result.success) == ("refused", False)
+    assert (result.outcome, result.success) == ("Refused", False)
     assert "not on a cgroup filesystem" in result.error
     assert bystander.poll() is None
     assert (pod / "cgroup.kill").read_text() == "0\n"
@@ -67,7 +67,7 @@ def test_a_symlinked_pod_dir_is_not_a_pod(
     burstable.mkdir(parents=True)
     (burstable / f"pod{UID_A}").symlink_to(elsewhere)
 
-    assert kill_pod(tree.root, UID_A).outcome == "already_gone"
+    assert kill_pod(tree.root, UID_A).outcome == "AlreadyGone"
     assert bystander.poll() is None
 
 
@@ -76,5 +76,5 @@ def test_a_symlinked_pod_dir_is_not_a_pod(
     [(100, 30, 70), (100, 0, 100), (10, 20, 0), (None, 0, None), (100, None, None)],
 )
 def test_released_bytes(before: int | None, after: int | None, released: int | None) -> None:
-    result = KillResult("u", "killed", "sigkill", None, (), 0.1, before, after)
+    result = KillResult("u", "Killed", "sigkill", None, (), 0.1, before, after)
     assert result.released_bytes == released

@@ -106,7 +106,7 @@ def test_kill_takes_the_whole_pod_and_nothing_else(
     freezer_root = v1_freezer.mount if use_freezer else tmp_path / "no-freezer"
     result = kill_pod(v1_memory.root, UID_A, freezer_root=freezer_root)
 
-    assert (result.outcome, result.error) == ("killed", "")
+    assert (result.outcome, result.error) == ("Killed", "")
     assert result.method == ("freeze" if use_freezer else "sigkill")
     assert {forker.pid, hog.pid} <= set(result.pids_killed)
     assert procs(pod / "c1") == procs(pod / "c2") == procs(pod) == set()
@@ -125,8 +125,8 @@ def test_kill_of_an_empty_or_unknown_pod(v1_memory: Sandbox) -> None:
     empty = kill_pod(v1_memory.root, UID_A)
     unknown = kill_pod(v1_memory.root, UID_B)
 
-    assert (empty.outcome, empty.pids_killed) == ("killed", ())
-    assert (unknown.outcome, unknown.success) == ("already_gone", True)
+    assert (empty.outcome, empty.pids_killed) == ("Killed", ())
+    assert (unknown.outcome, unknown.success) == ("AlreadyGone", True)
 
 
 def test_cgroups_removed_mid_scan(v1_memory: Sandbox, workloads: Workloads) -> None:
@@ -163,4 +163,4 @@ def test_kill_racing_the_kubelet_removing_the_pod(
     monkeypatch.setattr(kill_module, "pod_cgroup_path", discover_then_remove)
     result = kill_pod(v1_memory.root, UID_A)
 
-    assert (result.outcome, result.path) == ("already_gone", v1_memory.root / pod_path(UID_A))
+    assert (result.outcome, result.path) == ("AlreadyGone", v1_memory.root / pod_path(UID_A))

@@ -39,7 +39,7 @@ def test_kill_takes_the_whole_pod_and_nothing_else(
 
     result = kill_pod(v2_unified.root, UID_A)
 
-    assert (result.outcome, result.error) == ("killed", "")
+    assert (result.outcome, result.error) == ("Killed", "")
     assert result.method == ("cgroup.kill" if cgroup_kill else "freeze")
     assert {forker.pid, idle.pid} <= set(result.pids_killed)
     assert procs(pod / "c1") == procs(pod / "c2") == procs(pod) == set()

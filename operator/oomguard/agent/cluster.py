@@ -27,24 +27,27 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from oomguard import cgroups
-from oomguard.agent.execute import Executor, executable
+from oomguard.agent.execute import Executor
 from oomguard.agent.host import CgroupKiller, CgroupReader, SystemClock, Waiter
-from oomguard.agent.loop import Agent, KillResult, NodeSample, Step
+from oomguard.agent.loop import Agent, NodeSample, Step
 from oomguard.agent.metrics import AgentMetrics, serve
 from oomguard.agent.publish import PublishPolicy
 from oomguard.agent.records import DecisionRecorder
 from oomguard.agent.report import ReportWriter
 from oomguard.api import (
+    DECISIONS,
     DEFAULT_POLICY,
     GROUP,
+    POLICIES,
+    PRIORITIES,
     VERSION,
     NodeMemory,
     OOMDecision,
     OOMPolicy,
     OOMPriority,
 )
-from oomguard.api.meta import Condition, ObjectMeta
-from oomguard.decisions import NODE_LABEL
+from oomguard.api.meta import ObjectMeta
+from oomguard.decisions import NODE_LABEL, VictimResult, executable, substituted
 from oomguard.engine import Outcome, Pod
 from oomguard.inputs import Inputs, pod_from_manifest
 from oomguard.kube import Backoff, NodeApi, Reflector, Resource, UnreachableError
@@ -94,9 +97,9 @@ class ClusterView:
         core = ("", "v1")
         self.pods = Reflector(api, Resource(*core, "pods", field_selector=f"spec.nodeName={node}"),
                               pod_from_manifest)
-        self.policies = Reflector(api, Resource(GROUP, VERSION, "oompolicies"),
+        self.policies = Reflector(api, Resource(GROUP, VERSION, POLICIES),
                                   OOMPolicy.model_validate)
-        self.priorities = Reflector(api, Resource(GROUP, VERSION, "oompriorities"),
+        self.priorities = Reflector(api, Resource(GROUP, VERSION, PRIORITIES),
                                     OOMPriority.model_validate)
         self.namespaces = Reflector(api, Resource(*core, "namespaces"), _meta)
         self.nodes = Reflector(api, Resource(*core, "nodes",
@@ -174,7 +177,7 @@ class MeteredKiller(CgroupKiller):
         super().__init__(root)
         self.metrics = metrics
 
-    def kill(self, uid: str) -> KillResult:
+    def kill(self, uid: str) -> VictimResult:
         result = super().kill(uid)
         self.metrics.kill_seconds.observe(result.duration_seconds)
         return result
@@ -193,7 +196,7 @@ class ClusterAgent:
         killer = MeteredKiller(root, self.metrics)
         self.view = ClusterView(api, node)
         self.decisions = Reflector(
-            api, Resource(GROUP, VERSION, "oomdecisions", label_selector=f"{NODE_LABEL}={node}"),
+            api, Resource(GROUP, VERSION, DECISIONS, label_selector=f"{NODE_LABEL}={node}"),
             lambda obj: (obj.get("status") or {}).get("phase", ""), listener=self._on_decision)
         self.recorder = DecisionRecorder(api)
         self.executor = Executor(
@@ -358,17 +361,11 @@ class ClusterAgent:
 def _substitute_evict(decision: OOMDecision) -> OOMDecision:
     """Acting alone the agent kills: a policy's Evict acts as KillAndEvict, so that the
     operator, once back, evicts the killed pods for their controllers to replace them."""
-    spec, status = decision.spec, decision.status
-    if spec.action != "Evict" or spec.mode != "Enforce" or status is None:
+    if decision.spec.action != "Evict" or decision.spec.mode != "Enforce":
         return decision
-    condition = Condition(
-        type="ActionSubstituted", status="True", reason="ActingAlone",
-        message="the policy's Evict acts as KillAndEvict: the agent acting alone kills, and "
-        "the operator evicts the killed pods", last_transition_time=status.start_time)
-    return decision.model_copy(update={
-        "spec": spec.model_copy(update={"action": "KillAndEvict"}),
-        "status": status.model_copy(update={"conditions": [*status.conditions, condition]}),
-    })
+    return substituted(decision, "KillAndEvict", reason="ActingAlone",
+                       message="the policy's Evict acts as KillAndEvict: the agent acting "
+                       "alone kills, and the operator evicts the killed pods")
 
 
 def run(config: AgentConfig, api: NodeApi) -> int:

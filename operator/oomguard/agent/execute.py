@@ -21,18 +21,16 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from oomguard.agent.loop import Clock, PodKiller, finished_phase
+from oomguard.agent.loop import Clock, PodKiller
 from oomguard.agent.metrics import AgentMetrics
-from oomguard.api import OOMDecision, OOMDecisionStatus, VictimStatus
-from oomguard.api.meta import Condition
+from oomguard.api import DECISIONS, OOMDecision, OOMDecisionStatus
+from oomguard.decisions import VictimResult, claimed, executable, finished, on_node
 from oomguard.engine import Pod
 from oomguard.engine.eligibility import Context, exclusion
 from oomguard.kube import NodeApi, UnreachableError
 
 log = logging.getLogger(__name__)
 
-DECISIONS = "oomdecisions"
-EXECUTABLE = ("Kill", "KillAndEvict")
 CLAIM_ATTEMPTS = 3
 
 
@@ -44,13 +42,6 @@ class PodCache(Protocol):
     def protected_namespaces(self, policy: str) -> Collection[str]:
         """The namespaces the named policy protects (the default policy's if unknown)."""
         ...
-
-
-def executable(obj: dict[str, Any], node: str) -> bool:
-    """A Pending Kill or KillAndEvict decision of this node, to be enforced."""
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    return (status.get("phase") == "Pending" and spec.get("nodeName") == node
-            and spec.get("mode", "Enforce") == "Enforce" and spec.get("action") in EXECUTABLE)
 
 
 @dataclass
@@ -76,30 +67,23 @@ class Executor:
         """Execute a decision `executable` said is ours, as read from the API. Returns it
         with its outcome, or None if another writer claimed or changed it first. Raises
         UnreachableError if the claim could not reach the API server: nothing was done."""
-        claimed = self._claim(obj)
-        if claimed is None:
+        decision = self._claim(obj)
+        if decision is None:
             return None
         start = self.clock.monotonic()
-        assert claimed.status is not None
-        name = claimed.metadata.name
-        node_of = {p.uid: p.node_name for v in claimed.spec.victims for p in v.pods}
-        protected = self.cache.protected_namespaces(claimed.spec.policy)
-        victims = [  # pods on other nodes are the operator's to evict
-            self._act(v, protected) if node_of.get(v.uid, "") in ("", self.node) else v
-            for v in claimed.status.victims
-        ]
-        status = claimed.status.model_copy(update={
-            "phase": finished_phase(victims),
-            "victims": victims,
-            "reclaimed_bytes": sum(v.reclaimed_bytes for v in victims),
-            "completion_time": self.clock.now(),
-            "duration_seconds": self.clock.monotonic() - start,
-        })
+        assert decision.status is not None
+        name = decision.metadata.name
+        protected = self.cache.protected_namespaces(decision.spec.policy)
+        here = on_node(decision, self.node)  # pods on other nodes: the operator's to evict
+        results = {v.uid: self._act(v.uid, protected) for v in decision.status.victims
+                   if v.uid in here}
+        status = finished(decision.status, results, now=self.clock.now(),
+                          duration_seconds=self.clock.monotonic() - start)
         self.finish(name, status)
-        self.metrics.decisions.labels(claimed.spec.decided_by, status.phase).inc()
+        self.metrics.decisions.labels(decision.spec.decided_by, status.phase).inc()
         log.info("decision %s: %s, %d bytes reclaimed", name, status.phase,
                  status.reclaimed_bytes)
-        return claimed.model_copy(update={"status": status})
+        return decision.model_copy(update={"status": status})
 
     def _claim(self, obj: dict[str, Any]) -> OOMDecision | None:
         """Pending -> Executing (or Failed, if expired), only over the resourceVersion read;
@@ -113,7 +97,7 @@ class Executor:
                 log.info("decision %s is no longer ours to execute", name)
                 self._unanswered.pop(uid, None)
                 return None
-            status = self._claimed(decision, decision.status)
+            status = claimed(decision, now=self.clock.now(), max_age=self.max_age)
             body = copy.deepcopy(obj)
             body["status"] = status.wire()
             try:
@@ -151,44 +135,22 @@ class Executor:
         del self._unanswered[decision.metadata.uid]
         return True
 
-    def _claimed(self, decision: OOMDecision, status: OOMDecisionStatus) -> OOMDecisionStatus:
-        """Executing from now; or Failed as Expired, when too old to act on."""
-        now = self.clock.now()
-        created = decision.metadata.creation_timestamp
-        if created is not None and (now - created).total_seconds() > self.max_age:
-            expired = Condition(
-                type="Expired", status="True", reason="Expired", last_transition_time=now,
-                message=f"not executed within {self.max_age:g}s of the decision: the node has "
-                "changed since")
-            return status.model_copy(update={
-                "phase": "Failed", "completion_time": now,
-                "conditions": [*status.conditions, expired]})
-        return status.model_copy(update={"phase": "Executing", "start_time": now})
+    def _act(self, uid: str, protected: Collection[str]) -> VictimResult:
+        result = self._check(uid, protected) or self.killer.kill(uid)
+        self.metrics.victims.labels(result.outcome).inc()
+        return result
 
-    def _act(self, victim: VictimStatus, protected: Collection[str]) -> VictimStatus:
-        outcome, message = self._check(victim.uid, protected)
-        if outcome is None:
-            result = self.killer.kill(victim.uid)
-            update: dict[str, Any] = {
-                "outcome": result.outcome, "message": result.message,
-                "reclaimed_bytes": result.reclaimed_bytes,
-                "duration_seconds": result.duration_seconds,
-            }
-        else:
-            update = {"outcome": outcome, "message": message}
-        self.metrics.victims.labels(update["outcome"]).inc()
-        return victim.model_copy(update=update)
-
-    def _check(self, uid: str, protected: Collection[str]) -> tuple[str | None, str]:
-        """(outcome, why) when the pod must not be killed; (None, "") when it may."""
+    def _check(self, uid: str, protected: Collection[str]) -> VictimResult | None:
+        """Why the pod must not be killed; None when it may."""
         pod = self.cache.pod(uid)
         if pod is None:
             if self.cgroup_present(uid):
-                return "Refused", "not in the agent's pod cache: cannot check it is eligible"
-            return "AlreadyGone", "the pod no longer exists"
+                return VictimResult(
+                    "Refused", "not in the agent's pod cache: cannot check it is eligible")
+            return VictimResult("AlreadyGone", "the pod no longer exists")
         if pod.phase in ("Succeeded", "Failed"):
-            return "AlreadyGone", f"the pod has finished (phase {pod.phase})"
+            return VictimResult("AlreadyGone", f"the pod has finished (phase {pod.phase})")
         excluded = exclusion(pod, Context(self.node, protected, in_flight={}, refused={}))
         if excluded is not None:
-            return "Refused", f"no longer eligible: {excluded.message}"
-        return None, ""
+            return VictimResult("Refused", f"no longer eligible: {excluded.message}")
+        return None

@@ -12,12 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from oomguard import cgroups
-from oomguard.agent.loop import KillOutcome, KillResult, NodeSample
+from oomguard.agent.loop import NodeSample
 from oomguard.api import NodeMemory
-
-_OUTCOMES: dict[str, KillOutcome] = {
-    "killed": "Killed", "already_gone": "AlreadyGone", "refused": "Refused", "failed": "Failed",
-}
+from oomguard.decisions import VictimResult
 
 
 class CgroupReader:
@@ -44,10 +41,10 @@ class CgroupKiller:
     def __init__(self, root: Path, *, timeout: float = 5.0) -> None:
         self.root, self.timeout = root, timeout
 
-    def kill(self, uid: str) -> KillResult:
+    def kill(self, uid: str) -> VictimResult:
         result = cgroups.kill_pod(self.root, uid, timeout=self.timeout)
-        return KillResult(
-            outcome=_OUTCOMES[result.outcome],
+        return VictimResult(
+            outcome=result.outcome,
             message=result.error,
             reclaimed_bytes=result.released_bytes or 0,
             duration_seconds=result.duration_seconds,

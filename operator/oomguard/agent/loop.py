@@ -10,16 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
-from oomguard.api import NodeMemory, OOMDecision, PodMemory, VictimStatus
-from oomguard.api.meta import Condition
-from oomguard.decisions import decision_from_outcome
+from oomguard.api import NodeMemory, OOMDecision, PodMemory
+from oomguard.decisions import VictimResult, decision_from_outcome, finished, on_node, substituted
 from oomguard.engine import Outcome, Snapshot, decide
 from oomguard.engine.pressure import Assessment, assess, select_policy
 from oomguard.inputs import Inputs
-
-KillOutcome = Literal["Killed", "AlreadyGone", "Refused", "Failed"]
 
 
 @dataclass(frozen=True)
@@ -28,14 +25,6 @@ class NodeSample:
     pods: list[PodMemory]
     unmeasured: tuple[str, ...] = ()
     """UIDs of pod cgroups present but unreadable this time: not gone."""
-
-
-@dataclass(frozen=True)
-class KillResult:
-    outcome: KillOutcome
-    message: str = ""
-    reclaimed_bytes: int = 0
-    duration_seconds: float = 0.0
 
 
 class NodeReader(Protocol):
@@ -49,7 +38,7 @@ class NodeReader(Protocol):
 
 
 class PodKiller(Protocol):
-    def kill(self, uid: str) -> KillResult:
+    def kill(self, uid: str) -> VictimResult:
         """Kill every process of the pod's cgroups, found from the UID alone."""
         ...
 
@@ -181,49 +170,22 @@ class Agent:
         """Kill every victim pod on this node; the decision records each outcome."""
         start = self.clock.monotonic()
         decision = decision_from_outcome(outcome, decided_by="agent", at=self.clock.now())
-        spec, status = decision.spec, decision.status
-        assert status is not None
-        if self.standalone and spec.action != "Kill":
-            status = status.model_copy(update={"conditions": [_substituted(spec.action)]})
-            spec = spec.model_copy(update={"action": "Kill"})
-        self.decisions.append(decision.model_copy(update={"spec": spec, "status": status}))
-        node_of = {p.uid: p.node_name for v in spec.victims for p in v.pods}
-        victims = [  # pods on other nodes are left to their own agents
-            self._kill(v) if node_of[v.uid] in ("", self.node) else v for v in status.victims
-        ]
-        status = status.model_copy(update={
-            "phase": finished_phase(victims),
-            "victims": victims,
-            "reclaimed_bytes": sum(v.reclaimed_bytes for v in victims),
-            "completion_time": self.clock.now(),
-            "duration_seconds": self.clock.monotonic() - start,
-        })
-        decision = decision.model_copy(update={"spec": spec, "status": status})
+        if self.standalone and decision.spec.action != "Kill":
+            decision = substituted(
+                decision, "Kill", reason="Standalone",
+                message=f"the policy's {decision.spec.action} acts as Kill: there is no API "
+                "server to evict through")
+        assert decision.status is not None
+        self.decisions.append(decision)
+        here = on_node(decision, self.node)  # pods on other nodes: left to their own agents
+        results = {v.uid: self.killer.kill(v.uid) for v in decision.status.victims
+                   if v.uid in here}
+        decision = decision.model_copy(update={"status": finished(
+            decision.status, results, now=self.clock.now(),
+            duration_seconds=self.clock.monotonic() - start)})
         self.decisions[-1] = decision
         self.emit(decision)
         return decision
-
-    def _kill(self, victim: VictimStatus) -> VictimStatus:
-        result = self.killer.kill(victim.uid)
-        return victim.model_copy(update={
-            "outcome": result.outcome,
-            "message": result.message,
-            "reclaimed_bytes": result.reclaimed_bytes,
-            "duration_seconds": result.duration_seconds,
-        })
-
-
-def _substituted(action: str) -> Condition:
-    return Condition(
-        type="ActionSubstituted", status="True", reason="Standalone",
-        message=f"the policy's {action} acts as Kill: there is no API server to evict through",
-    )
-
-
-def finished_phase(statuses: list[VictimStatus]) -> Literal["Completed", "Failed"]:
-    """Completed when every pod is gone or left to others (Pending: on another node)."""
-    ok = {"Killed", "AlreadyGone", "Pending"}
-    return "Completed" if all(s.outcome in ok for s in statuses) else "Failed"
 
 
 def _any_present(decision: OOMDecision, present: set[str]) -> bool:

@@ -18,12 +18,12 @@ from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
 
-from oomguard.api import OOMDecision, OOMDecisionStatus
+from oomguard.api import DECISIONS, OOMDecision, OOMDecisionStatus
+from oomguard.decisions import for_create
 from oomguard.kube import Backoff, NodeApi, UnreachableError
 
 log = logging.getLogger(__name__)
 
-DECISIONS = "oomdecisions"
 RETRIED_REFUSALS = (401, 403)
 
 
@@ -99,8 +99,7 @@ class DecisionRecorder:
                     self._jobs.popleft()
 
     def _create(self, decision: OOMDecision) -> None:
-        body = decision.wire()
-        status = body.pop("status", None)  # the status subresource ignores it on create
+        body, status = for_create(decision)
         try:
             self.api.create(DECISIONS, body)
         except ApiException as error:

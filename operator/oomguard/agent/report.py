@@ -24,12 +24,19 @@ from oomguard import __version__
 from oomguard.agent.loop import Clock, NodeReader
 from oomguard.agent.metrics import AgentMetrics
 from oomguard.agent.publish import Publisher, PublishPolicy, Write
-from oomguard.api import API_VERSION, NodeMemory, NodeMemoryReportStatus, PodMemory, Pressure
+from oomguard.api import (
+    API_VERSION,
+    REPORTS,
+    NodeMemory,
+    NodeMemoryReportStatus,
+    PodMemory,
+    Pressure,
+)
 from oomguard.kube import Backoff, NodeApi, UnreachableError
 
 log = logging.getLogger(__name__)
 
-REPORTS = "nodememoryreports"
+
 REST_TICK = 1.0
 """How often the writer looks at rest: a plan costs nothing, a scan is every scan_seconds."""
 SUMMARY_FIELDS = {"node", "observed_time", "heartbeat_time", "pressure"}

@@ -39,7 +39,8 @@ from oomguard.cgroups.usage import read_charge
 
 log = logging.getLogger(__name__)
 
-KillOutcome = Literal["killed", "already_gone", "refused", "failed"]
+KillOutcome = Literal["Killed", "AlreadyGone", "Refused", "Failed"]
+"""In the words of an OOMDecision's victim outcomes."""
 KillMethod = Literal["cgroup.kill", "freeze", "sigkill"]
 
 FREEZER_ROOT = Path("/sys/fs/cgroup/freezer")
@@ -65,7 +66,7 @@ class KillResult:
     @property
     def success(self) -> bool:
         """The pod has no process left (or never had a cgroup here)."""
-        return self.outcome in ("killed", "already_gone")
+        return self.outcome in ("Killed", "AlreadyGone")
 
     @property
     def released_bytes(self) -> int | None:
@@ -88,13 +89,13 @@ def kill_pod(
 
     path = pod_cgroup_path(root, uid)
     if path is None:
-        return untouched("already_gone", None, f"no pod cgroup for {uid} under {root}")
+        return untouched("AlreadyGone", None, f"no pod cgroup for {uid} under {root}")
     try:
         refusal = _refusal(root, path)
     except FileNotFoundError:
-        return untouched("already_gone", path, "")
+        return untouched("AlreadyGone", path, "")
     if refusal:
-        return untouched("refused", path, refusal)
+        return untouched("Refused", path, refusal)
 
     version = cgroup_version(root) or cgroup_version(path)
     before = _charge(path, version)
@@ -109,11 +110,11 @@ def kill_pod(
         error = f"{path}: {exc}"
     gone = not path.is_dir()
     if gone and not killer.killed:
-        outcome: KillOutcome = "already_gone"
+        outcome: KillOutcome = "AlreadyGone"
     elif emptied or gone:
-        outcome, error = "killed", ""
+        outcome, error = "Killed", ""
     else:
-        outcome = "failed"
+        outcome = "Failed"
         error = error or f"processes left in {path} after {timeout}s"
     return KillResult(
         uid,

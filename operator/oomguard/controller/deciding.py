@@ -16,10 +16,17 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from oomguard.api import NodeMemoryReport, OOMDecision, VictimStatus
-from oomguard.api.meta import Condition
 from oomguard.controller.metrics import OperatorMetrics
 from oomguard.controller.view import ALL, ClusterView
-from oomguard.decisions import decision_from_outcome, decision_name
+from oomguard.decisions import (
+    VictimResult,
+    decision_from_outcome,
+    escalated,
+    finished,
+    is_finished,
+    left_to_evict,
+    with_evictions,
+)
 from oomguard.engine import decide, join_members_elsewhere
 from oomguard.engine.pressure import assess, select_policy
 from oomguard.engine.ranking import size
@@ -33,9 +40,6 @@ WRITERS = 16
 """Threads for the per-pod writes (evictions, Events), one decision's at a time each.
 Apart from the loop's default executor, so that a decision whose groups span hundreds of
 pods never holds back the creation of another node's decision."""
-EVICTED = "Evicted"
-"""Condition the operator adds once it has evicted a kill's pods (KillAndEvict, and group
-members on other nodes)."""
 
 
 def _now() -> datetime:
@@ -106,35 +110,18 @@ class Decider:
             decision = OOMDecision.model_validate(body)
         except ValidationError:
             return
-        spec, status = decision.spec, decision.status
-        if status is not None and status.phase in ("Completed", "Failed") and (
-            decision.metadata.name not in self._finished
-        ):
+        status = decision.status
+        if is_finished(status) and decision.metadata.name not in self._finished:
+            assert status is not None
             self._finished.add(decision.metadata.name)
-            self.metrics.outcomes.labels(spec.action, status.phase).inc()
-        if (spec.mode != "Enforce" or spec.action not in ("Kill", "KillAndEvict")
-                or status is None or status.phase not in ("Completed", "Failed")
-                or any(c.type == EVICTED for c in status.conditions)):
-            return
-        node_of = {p.uid: p.node_name for v in spec.victims for p in v.pods}
-        elsewhere = {v.uid for v in status.victims
-                     if node_of.get(v.uid) not in ("", spec.node_name)}
-        evicting = [v for v in status.victims if v.uid in elsewhere or (
-            spec.action == "KillAndEvict" and v.outcome == "Killed")]
+            self.metrics.outcomes.labels(decision.spec.action, status.phase).inc()
+        evicting = left_to_evict(decision)
         if not evicting:
             return
-        evictions = dict(zip((v.uid for v in evicting), await self._each(
-            lambda v: self.cluster.evict(v.namespace, v.name), evicting), strict=True))
-        victims = [v.model_copy(update={"outcome": evictions[v.uid].outcome,
-                                        "message": evictions[v.uid].message})
-                   if v.uid in elsewhere else v for v in status.victims]
-        evicted = Condition(type=EVICTED, status="True", reason="Evicted",
-                            message="pods evicted so that their controllers replace them",
-                            last_transition_time=self.clock())
-        await asyncio.to_thread(self.cluster.patch_decision_status, decision.metadata.name, {
-            "victims": [v.wire() for v in victims],
-            "conditions": [c.wire() for c in [*status.conditions, evicted]],
-        })
+        results = dict(zip((v.uid for v in evicting), await self._each(
+            self._evicted, evicting), strict=True))
+        await asyncio.to_thread(self.cluster.patch_decision_status, decision.metadata.name,
+                                with_evictions(decision, results, at=self.clock()))
 
     def close(self) -> None:
         """The operator stops: no more writes are started."""
@@ -170,46 +157,31 @@ class Decider:
         name = decision.metadata.name
         await asyncio.to_thread(self.cluster.patch_decision_status, name,
                                 {"phase": "Executing"})
-        victims = await self._each(self._evict_one, decision.status.victims)
-        done = all(v.outcome in ("Evicted", "AlreadyGone") for v in victims)
-        status = decision.status.model_copy(update={
-            "phase": "Completed" if done else "Failed", "victims": victims,
-            "completion_time": self.clock(),
-        })
+        victims = decision.status.victims
+        results = dict(zip((v.uid for v in victims), await self._each(
+            self._timed_eviction, victims), strict=True))
+        status = finished(decision.status, results, now=self.clock())
         await asyncio.to_thread(self.cluster.patch_decision_status, name, status.wire())
         decision = decision.model_copy(update={"status": status})
         self.recent[decision.spec.node_name] = decision
-        refused = [v for v in victims if v.outcome == "Refused"]
+        refused = [v for v in status.victims if v.outcome == "Refused"]
         if refused and decision.spec.trigger.pressure == "Hard":
             await self._escalate(decision)
         return decision
 
-    def _evict_one(self, victim: VictimStatus) -> VictimStatus:
-        start = self.clock()
+    def _evicted(self, victim: VictimStatus) -> VictimResult:
         eviction = self.cluster.evict(victim.namespace, victim.name)
-        return victim.model_copy(update={
-            "outcome": eviction.outcome, "message": eviction.message,
-            "duration_seconds": (self.clock() - start).total_seconds(),
-        })
+        return VictimResult(eviction.outcome, eviction.message)
+
+    def _timed_eviction(self, victim: VictimStatus) -> VictimResult:
+        start = self.clock()
+        result = self._evicted(victim)
+        return VictimResult(result.outcome, result.message,
+                            duration_seconds=(self.clock() - start).total_seconds())
 
     async def _escalate(self, refused: OOMDecision) -> None:
         """The same victims, killed: under Hard pressure a budget cannot stand in the way."""
-        at = self.clock()
-        assert refused.status is not None
-        kill = refused.model_copy(update={
-            "metadata": refused.metadata.model_copy(update={
-                "name": decision_name(refused.spec.node_name, at), "creation_timestamp": at}),
-            "spec": refused.spec.model_copy(update={"action": "Kill"}),
-            "status": refused.status.model_copy(update={
-                "phase": "Pending", "start_time": at, "completion_time": None,
-                "victims": [VictimStatus(namespace=v.namespace, name=v.name, uid=v.uid)
-                            for v in refused.status.victims],
-                "conditions": [Condition(
-                    type="Escalated", status="True", reason="EvictionRefused",
-                    message=f"decision {refused.metadata.name} could not evict under Hard "
-                    "pressure: a disruption budget refused", last_transition_time=at)],
-            }),
-        })
+        kill = escalated(refused, at=self.clock())
         await asyncio.to_thread(self.cluster.create_decision, kill)
         self.recent[kill.spec.node_name] = kill
         await self._announce(kill)

@@ -10,6 +10,7 @@ from typing import Any
 
 from oomguard.api import OOMDecision, OOMPolicy, OOMPriority
 from oomguard.api.meta import Condition
+from oomguard.decisions import is_terminal
 from oomguard.engine import Pod
 from oomguard.engine.model import PriorityReport
 from oomguard.engine.pressure import select_policy
@@ -98,8 +99,7 @@ def expired(decision: OOMDecision, same_node: Iterable[OOMDecision], *, now: dat
             keep_for: timedelta, keep_per_node: int) -> bool:
     """A finished decision older than `keep_for`, or beyond the newest `keep_per_node` of its
     node, is deleted. Unfinished ones are kept: they are the in-flight record."""
-    status = decision.status
-    if status is None or status.phase not in ("Completed", "Failed", "DryRun"):
+    if not is_terminal(decision.status):
         return False
     created = decision.metadata.creation_timestamp or now
     if now - created > keep_for:

@@ -15,6 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from oomguard.api import DECISIONS, GROUP, POLICIES, PRIORITIES, VERSION, OOMDecision
+from oomguard.decisions import for_create
 
 EvictOutcome = Literal["Evicted", "Refused", "AlreadyGone", "Failed"]
 EVENT_SOURCE = "oomguard"
@@ -36,8 +37,7 @@ class Cluster:
     def create_decision(self, decision: OOMDecision) -> dict[str, Any]:
         """Create the decision, then write its status (the status subresource ignores
         status on create)."""
-        body = decision.wire()
-        status = body.pop("status", None)
+        body, status = for_create(decision)
         created = cast(dict[str, Any], self.custom.create_cluster_custom_object(
             GROUP, VERSION, DECISIONS, body))
         if status:

@@ -104,7 +104,7 @@ class NodeBuilder:
 
 
 def add_workloads(node: NodeBuilder, namespace: str, pod_count: int) -> None:
-    """Workloads of one namespace until it holds `pod_count` pods, labelled as their
+    """Processes of one namespace until it holds `pod_count` pods, labelled as their
     controllers label them (template hash, StatefulSet pod name, job name)."""
     rng = node.rng
     added = index = 0

@@ -13,8 +13,8 @@ from real_cgroups import (
     MEMORY_MOUNT,
     UNIFIED_MOUNT,
     Mi,
+    Processes,
     Sandbox,
-    Workloads,
     become_subreaper,
     new_sandbox_name,
     require_hierarchy,
@@ -42,8 +42,8 @@ def subreaper() -> None:
 
 
 @pytest.fixture
-def workloads(subreaper: None) -> Iterator[Workloads]:
-    running = Workloads()
+def workloads(subreaper: None) -> Iterator[Processes]:
+    running = Processes()
     yield running
     running.close()
 

@@ -12,9 +12,9 @@ from oomguard.sandbox import (
     MEMORY_MOUNT,
     UNIFIED_MOUNT,
     Mi,
+    Processes,
     Sandbox,
     SandboxUnavailableError,
-    Workloads,
     become_subreaper,
     check_hierarchy,
     new_name,
@@ -24,8 +24,17 @@ from oomguard.sandbox import (
 )
 
 __all__ = [
-    "FREEZER_MOUNT", "MEMORY_MOUNT", "UNIFIED_MOUNT", "Mi", "Sandbox", "Workloads",
-    "become_subreaper", "new_sandbox_name", "pod_path", "procs", "require_hierarchy",
+    "FREEZER_MOUNT",
+    "MEMORY_MOUNT",
+    "UNIFIED_MOUNT",
+    "Mi",
+    "Processes",
+    "Sandbox",
+    "become_subreaper",
+    "new_sandbox_name",
+    "pod_path",
+    "procs",
+    "require_hierarchy",
     "wait_until",
 ]
 

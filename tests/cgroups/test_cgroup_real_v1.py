@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fake_tree import UID_A, UID_B, UID_C
-from real_cgroups import Mi, Sandbox, Workloads, pod_path, procs, wait_until
+from real_cgroups import Mi, Processes, Sandbox, pod_path, procs, wait_until
 
 from oomguard.api import MemoryUsage
 from oomguard.cgroups import (
@@ -45,7 +45,7 @@ def pod_usage(root: Path, uid: str) -> MemoryUsage:
 )
 def test_usage_matches_what_the_pod_allocated(
     v1_memory: Sandbox,
-    workloads: Workloads,
+    workloads: Processes,
     tmp_path: Path,
     *,
     mode: str,
@@ -75,7 +75,7 @@ def test_usage_matches_what_the_pod_allocated(
     assert abs(getattr(only_container.usage, field) - SIZE) <= TOLERANCE
 
 
-def test_node_capacity_is_the_sandbox_limit(v1_memory: Sandbox, workloads: Workloads) -> None:
+def test_node_capacity_is_the_sandbox_limit(v1_memory: Sandbox, workloads: Processes) -> None:
     container = v1_memory.make(pod_path(UID_A) + "/c1")
     workloads.start("anon", [container], mib=SIZE // Mi)
 
@@ -89,7 +89,7 @@ def test_node_capacity_is_the_sandbox_limit(v1_memory: Sandbox, workloads: Workl
 def test_kill_takes_the_whole_pod_and_nothing_else(
     v1_memory: Sandbox,
     v1_freezer: Sandbox,
-    workloads: Workloads,
+    workloads: Processes,
     tmp_path: Path,
     use_freezer: bool,
 ) -> None:
@@ -129,7 +129,7 @@ def test_kill_of_an_empty_or_unknown_pod(v1_memory: Sandbox) -> None:
     assert (unknown.outcome, unknown.success) == ("AlreadyGone", True)
 
 
-def test_cgroups_removed_mid_scan(v1_memory: Sandbox, workloads: Workloads) -> None:
+def test_cgroups_removed_mid_scan(v1_memory: Sandbox, workloads: Processes) -> None:
     kept = v1_memory.make(pod_path(UID_A) + "/c1")
     v1_memory.make(pod_path(UID_A) + "/c2")
     v1_memory.make(pod_path(UID_B, "") + "/c1")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fake_tree import UID_A, UID_B
-from real_cgroups import Sandbox, Workloads, pod_path, procs, wait_until
+from real_cgroups import Processes, Sandbox, pod_path, procs, wait_until
 
 from oomguard.cgroups import cgroup_version, discover_pods, kill_pod, read_snapshot
 from oomguard.cgroups import kill as kill_module
@@ -24,7 +24,7 @@ def without_cgroup_kill(
 @pytest.mark.parametrize("cgroup_kill", [True, False], ids=["cgroup.kill", "cgroup.freeze"])
 def test_kill_takes_the_whole_pod_and_nothing_else(
     v2_unified: Sandbox,
-    workloads: Workloads,
+    workloads: Processes,
     monkeypatch: pytest.MonkeyPatch,
     cgroup_kill: bool,
 ) -> None:

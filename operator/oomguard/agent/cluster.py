@@ -88,7 +88,7 @@ def _meta(obj: dict[str, Any]) -> ObjectMeta:
     return ObjectMeta.model_validate(obj.get("metadata") or {})
 
 
-class ClusterView:
+class NodeCaches:
     """The agent's caches: its node's pods, the policies, priorities and namespaces, and its
     Node (labels choose the policy; the uid owns the report). They outlive API outages:
     when the agent must act alone, stale knowledge beats none."""
@@ -194,7 +194,7 @@ class ClusterAgent:
         api.health.observers.append(self._api_answered)
         root, node = config.cgroup_root, config.node
         killer = MeteredKiller(root, self.metrics)
-        self.view = ClusterView(api, node)
+        self.view = NodeCaches(api, node)
         self.decisions = Reflector(
             api, Resource(GROUP, VERSION, DECISIONS, label_selector=f"{NODE_LABEL}={node}"),
             lambda obj: (obj.get("status") or {}).get("phase", ""), listener=self._on_decision)

@@ -14,8 +14,9 @@ from typing import Protocol
 
 from oomguard.api import NodeMemory, OOMDecision, PodMemory
 from oomguard.decisions import VictimResult, decision_from_outcome, finished, on_node, substituted
-from oomguard.engine import Outcome, Snapshot, decide
-from oomguard.engine.pressure import Assessment, assess, select_policy
+from oomguard.engine import Outcome, decide
+from oomguard.engine.model import Assessment
+from oomguard.engine.pressure import assess_node
 from oomguard.inputs import Inputs
 
 
@@ -109,8 +110,8 @@ class Agent:
         and decide. At rest a sample costs a few file reads instead of a few per pod."""
         mono = self.clock.monotonic()
         memory = self.reader.read_node()
-        policy = select_policy(self.view.policies, self.node, self.view.nodes.get(self.node, {}))
-        assessment = assess(memory, policy)
+        assessment = assess_node(memory, self.view.policies, self.node,
+                                 self.view.nodes.get(self.node, {}))
         if assessment.pressure == "None" and not self.decisions:
             self._observe_rate(mono, memory.available_bytes)
             self._pressure_since = None
@@ -119,7 +120,9 @@ class Agent:
         self._observe_rate(mono, sample.memory.available_bytes)
         present = {p.uid for p in sample.pods}.union(sample.unmeasured)
         self.decisions = [d for d in self.decisions if _any_present(d, present)]
-        outcome = decide(self._snapshot(sample))
+        outcome = decide(self.view.snapshot(
+            self.node, sample.memory, sample.pods, now=self.clock.now(),
+            decisions=self.decisions, unmeasured=sample.unmeasured))
         if outcome.pressure == "None":
             self._pressure_since = None
         elif self._pressure_since is None:
@@ -128,8 +131,7 @@ class Agent:
         if outcome.victims and self.may_act(outcome):
             enforce = outcome.mode == "Enforce"
             decision = self._execute(outcome) if enforce else self._dry_run(outcome, mono)
-        return Step(sample.memory, assess(sample.memory, policy), outcome, decision,
-                    self._pressure_since)
+        return Step(sample.memory, outcome.assessment, outcome, decision, self._pressure_since)
 
     def next_interval(self, step: Step) -> float:
         headroom = step.memory.available_bytes - step.assessment.soft_bytes
@@ -139,22 +141,6 @@ class Agent:
         if self._last is not None and mono > self._last[0]:
             self._rate = max((self._last[1] - available) / (mono - self._last[0]), 0.0)
         self._last = (mono, available)
-
-    def _snapshot(self, sample: NodeSample) -> Snapshot:
-        return Snapshot(
-            node=self.node,
-            memory=sample.memory,
-            usage=sample.pods,
-            pods=self.view.pods,
-            now=self.clock.now(),
-            node_labels=self.view.nodes.get(self.node, {}),
-            namespaces=self.view.namespaces,
-            owners=self.view.owners,
-            policies=self.view.policies,
-            priorities=self.view.priorities,
-            decisions=self.decisions,
-            unmeasured=sample.unmeasured,
-        )
 
     def _dry_run(self, outcome: Outcome, mono: float) -> OOMDecision | None:
         victims = tuple(v.group.name for v in outcome.victims)

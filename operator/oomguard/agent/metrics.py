@@ -22,7 +22,7 @@ from prometheus_client import (
 PRESSURE_LEVELS = {"None": 0, "Soft": 1, "Hard": 2}
 KILL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-Health = Callable[[], tuple[bool, str]]
+HealthCheck = Callable[[], tuple[bool, str]]
 """Whether the agent is healthy, and a line saying why."""
 
 
@@ -69,7 +69,7 @@ class AgentMetrics:
         self.available.set(available_bytes)
 
 
-def serve(metrics: AgentMetrics, health: Health, port: int,
+def serve(metrics: AgentMetrics, health: HealthCheck, port: int,
           address: str = "") -> ThreadingHTTPServer:
     """Serve `/metrics` and `/healthz` on a daemon thread; `shutdown()` the server to stop.
     Port 0 takes a free port (see `server_address`)."""

@@ -48,7 +48,7 @@ def rank(args: argparse.Namespace) -> int:
     status = inputs.reports[node].status
     assert status is not None
     now = status.observed_time or datetime.now(UTC)
-    outcome = decide(inputs.snapshot(node, now))
+    outcome = decide(inputs.reported(node, now))
     if args.output == "json":
         print(json.dumps(outcome_json(outcome), indent=2))
     else:

@@ -28,7 +28,7 @@ from oomguard.decisions import (
     with_evictions,
 )
 from oomguard.engine import decide, join_members_elsewhere
-from oomguard.engine.pressure import assess, select_policy
+from oomguard.engine.pressure import assess_node
 from oomguard.engine.ranking import size
 from oomguard.kube import Cluster
 
@@ -76,9 +76,8 @@ class Decider:
         seen = report.status.heartbeat_time or report.status.observed_time
         if seen is not None:
             self.metrics.report_age.observe(max((now - seen).total_seconds(), 0.0))
-        policy = select_policy(list(view.policies.get(ALL, ())), node,
-                               next(iter(view.nodes.get(node, ())), {}))
-        pressure = assess(report.status.node, policy).pressure
+        pressure = assess_node(report.status.node, list(view.policies.get(ALL, ())), node,
+                               next(iter(view.nodes.get(node, ())), {})).pressure
         self._count_pressure(node, pressure)
         if pressure == "None":
             return None  # the common case: no snapshot, no engine

@@ -32,7 +32,7 @@ from oomguard.controller.view import (
 GC_THRESHOLDS = (20_000, 10, 10)
 """Young collections every 20,000 allocations instead of 700: with the caches frozen, the
 collector's long-lived count is small, so the default thresholds run a full collection
-several times a second (bench/operator_load.py: 16 in 500 reports, up to 120 ms each)."""
+several times a second (measured: docs/architecture.md)."""
 
 
 def settle_garbage_collector() -> None:
@@ -49,8 +49,7 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
 
     With `freeze_caches` (the operator process; not tests sharing one interpreter), the
     loaded indices are moved out of the garbage collector's generations once: otherwise
-    each full collection walks the whole cluster's objects (pauses of 100 ms and more);
-    see settle_garbage_collector."""
+    each full collection walks the whole cluster's objects; see settle_garbage_collector."""
     kopf_fixes.apply()
     housekeeper = Housekeeper(decider.cluster, options or Options())
 

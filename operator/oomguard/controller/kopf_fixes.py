@@ -2,11 +2,11 @@
 
 kopf holds every object's worker until all indices have their initial listing: each
 worker waits on one `ToggleSet`, and `make_toggle`/`drop_toggle` wake every waiter on
-every change, while one toggle is made and dropped per listed object. That is n²/2
-wake-ups: 2,200 pods took 17.5 s from start to the first decision, 4,400 took 116 s
-(bench/operator_load.py). Every waiter waits for the set's overall state, so waking them
-only when that state flips loses nothing: 2.5 s and 4.2 s. Applied to kopf 1.45 only (it
-replaces private methods); worth proposing upstream.
+every change, while one toggle is made and dropped per listed object: n²/2 wake-ups, a
+start-up quadratic in the cluster's size (measured before and after: docs/architecture.md).
+Every waiter waits for the set's overall state, so waking them only when that state flips
+loses nothing. Applied to kopf 1.45 only (it replaces private methods); worth proposing
+upstream.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Status of the objects users write, computed from the indices: what an OOMPriority
 matched and what it was clamped to, what an OOMPolicy governs and decided last; and which
-decisions have outlived their retention. Pure: handlers.py reads and writes."""
+decisions have outlived their retention. Pure: housekeeping.py reads and writes."""
 
 from __future__ import annotations
 

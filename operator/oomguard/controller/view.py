@@ -17,7 +17,7 @@ from oomguard.engine import Group, Owner, Pod, Snapshot
 from oomguard.engine.grouping import Workloads, may_join
 from oomguard.inputs import (
     Budget,
-    budget_exhausted,
+    Inputs,
     budget_from_manifest,
     owner_from_manifest,
     pod_from_manifest,
@@ -110,21 +110,16 @@ class ClusterView:
             indexed = decisions.get(recent.metadata.name)
             if indexed is None or _progress(recent) > _progress(indexed):
                 decisions[recent.metadata.name] = recent
-        return Snapshot(
-            node=node,
-            memory=report.status.node,
-            usage=report.status.pods,
+        return Inputs(
             pods=on_node,
-            now=now,
-            node_labels=_only(self.nodes.get(node, ())) or {},
-            namespaces={ns: _only(self.namespaces.get(ns, ())) or {} for ns in namespaces},
             owners=OwnerLookup(self.owners),
+            namespaces={ns: _only(self.namespaces.get(ns, ())) or {} for ns in namespaces},
+            nodes={node: _only(self.nodes.get(node, ())) or {}},
             policies=list(self.policies.get(ALL, ())),
             priorities=[p for ns in namespaces for p in self.priorities.get(ns, ())],
             decisions=list(decisions.values()),
-            budget_exhausted=budget_exhausted(
-                on_node, [b for ns in namespaces for b in self.budgets.get(ns, ())]),
-        )
+            budgets=[b for ns in namespaces for b in self.budgets.get(ns, ())],
+        ).snapshot(node, report.status.node, report.status.pods, now=now)
 
 
 class OwnerLookup(Mapping[str, Owner]):

@@ -23,6 +23,15 @@ from oomguard.api.policy import Action
 from oomguard.api.priority import GroupBy
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """How much pressure a node is under, and how much to reclaim."""
+
+    pressure: Pressure
+    need_bytes: int
+    soft_bytes: int
+
+
 @dataclass(frozen=True, slots=True)
 class OwnerRef:
     """A controller owner reference."""
@@ -181,6 +190,11 @@ class Outcome:
     """The node's memory PSI (full, avg10) the decision saw: what a PSI threshold reads."""
     cooldown_seconds: int = 0
     blocked_by: str | None = None
+
+    @property
+    def assessment(self) -> Assessment:
+        """The pressure this outcome was decided under: nobody needs to assess it again."""
+        return Assessment(self.pressure, self.need_bytes, self.soft_threshold_bytes)
 
     @property
     def expected_reclaim_bytes(self) -> int:

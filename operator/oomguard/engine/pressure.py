@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from oomguard.api import DEFAULT_POLICY, NodeMemory, OOMPolicy, Pressure, resolve_amount
+from oomguard.engine.model import Assessment
 
 
 def select_policy(
@@ -20,11 +20,12 @@ def select_policy(
     return min(matching, key=lambda p: (-p.spec.node_selector.specificity, p.metadata.name))
 
 
-@dataclass(frozen=True)
-class Assessment:
-    pressure: Pressure
-    need_bytes: int
-    soft_bytes: int
+def assess_node(memory: NodeMemory, policies: Sequence[OOMPolicy], node: str,
+                node_labels: Mapping[str, str]) -> Assessment:
+    """The node's pressure under the policy that governs it: the cheap gate before any pod
+    is read (the agent's quiet step, the operator's heartbeat). Under pressure, decide()
+    assesses the full sample itself, and its Outcome carries that assessment."""
+    return assess(memory, select_policy(policies, node, node_labels))
 
 
 def assess(memory: NodeMemory, policy: OOMPolicy) -> Assessment:

@@ -6,7 +6,7 @@ same thing everywhere. Errors name the file, the document, the object and the fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from oomguard.api import (
+    NodeMemory,
     NodeMemoryReport,
     OOMDecision,
     OOMPolicy,
     OOMPriority,
+    PodMemory,
     parse_quantity,
 )
 from oomguard.api.meta import LabelSelector, ObjectMeta
@@ -185,7 +187,7 @@ class Inputs:
     """Everything read from the files, ready to become a Snapshot."""
 
     pods: list[Pod] = field(default_factory=list)
-    owners: dict[str, Owner] = field(default_factory=dict)
+    owners: Mapping[str, Owner] = field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     policies: list[OOMPolicy] = field(default_factory=list)
@@ -196,13 +198,16 @@ class Inputs:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def snapshot(self, node: str, now: datetime) -> Snapshot:
-        report = self.reports[node]
-        assert report.status is not None
+    def snapshot(self, node: str, memory: NodeMemory, usage: Sequence[PodMemory], *,
+                 now: datetime, decisions: Sequence[OOMDecision] | None = None,
+                 unmeasured: Sequence[str] = ()) -> Snapshot:
+        """The engine's input for `node`: its memory and pods' usage as sampled (the
+        agent) or reported (the operator, `rank`), everything else from these inputs.
+        The one builder of a Snapshot."""
         return Snapshot(
             node=node,
-            memory=report.status.node,
-            usage=report.status.pods,
+            memory=memory,
+            usage=list(usage),
             pods=self.pods,
             now=now,
             node_labels=self.nodes.get(node, {}),
@@ -210,10 +215,17 @@ class Inputs:
             owners=self.owners,
             policies=self.policies,
             priorities=self.priorities,
-            decisions=self.decisions,
+            decisions=list(self.decisions if decisions is None else decisions),
+            unmeasured=tuple(unmeasured),
             budget_exhausted=budget_exhausted(
                 (p for p in self.pods if p.node_name == node), self.budgets),
         )
+
+    def reported(self, node: str, now: datetime) -> Snapshot:
+        """The snapshot of the node as its NodeMemoryReport has it."""
+        report = self.reports[node]
+        assert report.status is not None
+        return self.snapshot(node, report.status.node, report.status.pods, now=now)
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -256,6 +268,7 @@ def add_object(inputs: Inputs, obj: dict[str, Any]) -> None:
         inputs.nodes[meta.name] = meta.labels
     elif kind in OWNER_KINDS:
         owner = owner_from_manifest(obj)
+        assert isinstance(inputs.owners, dict), "owners read from objects are a dict"
         inputs.owners[owner.uid] = owner
     elif api == "policy/v1" and kind == "PodDisruptionBudget":
         budget = budget_from_manifest(obj)

@@ -79,7 +79,7 @@ class Sandbox:
             _rmdir(path)
 
 
-class Workloads:
+class Processes:
     """Workload processes (see workload.py); all stopped and reaped on close."""
 
     def __init__(self) -> None:
@@ -180,7 +180,7 @@ class SandboxNode:
         become_subreaper()
         self.sandbox = Sandbox(mount, new_name(prefix))
         self.root = self.sandbox.root
-        self.workloads = Workloads()
+        self.workloads = Processes()
         self.pods: list[SandboxPod] = []
         try:
             (self.root / "memory.limit_in_bytes").write_text(str(limit_bytes))

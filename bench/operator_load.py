@@ -75,21 +75,18 @@ from typing import Any
 import kopf
 from kubernetes import client
 
-from oomguard.api import GROUP, VERSION, NodeMemoryReport, OOMDecision, OOMPolicy, OOMPriority
+from oomguard.api import GROUP, VERSION, NodeMemoryReport, OOMDecision
 from oomguard.controller import Decider, Options, connection_info, register
 from oomguard.controller.handlers import settle_garbage_collector
 from oomguard.controller.housekeeping import Housekeeper
 from oomguard.controller.view import (
-    ALL,
     ClusterView,
-    index_model,
-    index_owner,
-    index_pod,
 )
 from oomguard.engine import decide
-from oomguard.kube import Cluster, Eviction, api_client
+from oomguard.kube import Cluster, api_client
 
 from support import ApiCall, Kube, cluster_with_chart, kubelet_status
+from support.operator_fakes import Indices, RecordingCluster
 from tenants import typical_priorities
 
 Mi = 2**20
@@ -675,101 +672,6 @@ async def kopf_startup(nodes: int, workdir: Path) -> dict[str, Any]:
 # --- (b) in process -------------------------------------------------------------------------
 
 
-class RecordingCluster(Cluster):
-    """`Cluster` without HTTP: records the calls, serialises decisions as the real one does,
-    and feeds created decisions into the decisions index (as the watch would)."""
-
-    def __init__(self, decisions: dict[str, list[OOMDecision]], gone: set[str],
-                 latency: float = 0.0) -> None:
-        self.decisions, self.gone, self.latency = decisions, gone, latency
-        self.calls: dict[str, int] = defaultdict(int)
-        self.created_at: dict[str, float] = {}
-
-    def _call(self, name: str) -> None:
-        """Count the call, and wait as long as an API server would answer."""
-        self.calls[name] += 1
-        if self.latency:
-            time.sleep(self.latency)
-
-    def create_decision(self, decision: OOMDecision) -> dict[str, Any]:
-        self._call("create_decision")
-        self.created_at[decision.metadata.name] = time.perf_counter()
-        body = decision.wire()
-        self.decisions.setdefault(decision.spec.node_name, []).append(decision)
-        return body
-
-    def patch_decision_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        self._call("patch_decision_status")
-        return {"status": status}
-
-    def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
-        self.calls["patch_policy_status"] += 1
-
-    def patch_priority_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.calls["patch_priority_status"] += 1
-
-    def delete_decision(self, name: str) -> None:
-        self.calls["delete_decision"] += 1
-
-    def evict(self, namespace: str, name: str) -> Eviction:
-        self._call("evict")
-        return Eviction("Evicted")
-
-    def event(self, involved: dict[str, str], reason: str, message: str,
-              kind: Any = "Warning") -> None:
-        self._call("event")
-
-
-@dataclass
-class Indices:
-    """The operator's kopf indices, as plain mappings of key -> values."""
-
-    pods: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    replicasets: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    jobs: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    policies: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    priorities: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    namespaces: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    nodes: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    decisions: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
-
-    @classmethod
-    def of(cls, model: ClusterModel) -> Indices:
-        """Through the same index_* functions as handlers.py, from full object bodies."""
-        indices = cls()
-
-        def add(index: dict[Any, list[Any]], entries: dict[Any, Any]) -> None:
-            for key, value in entries.items():
-                index[key].append(value)
-
-        for pod in model.pods:
-            add(indices.pods, index_pod(pod.body()))
-        for owner in model.owners:
-            add(indices.replicasets if owner["kind"] == "ReplicaSet" else indices.jobs,
-                index_owner(owner))
-        add(indices.policies, index_model(OOMPolicy, model.policy, ALL))
-        for priority in model.priorities:
-            add(indices.priorities, index_model(OOMPriority, priority,
-                                                priority["metadata"]["namespace"]))
-        for namespace, labels in model.namespaces.items():
-            add(indices.namespaces, {namespace: {
-                **labels, "kubernetes.io/metadata.name": namespace}})
-        for node in model.nodes:
-            add(indices.nodes, {node: {"pool": "general"}})
-        for index in (indices.pods, indices.replicasets, indices.jobs, indices.policies,
-                      indices.priorities, indices.namespaces, indices.nodes,
-                      indices.decisions):
-            index.default_factory = None  # type: ignore[attr-defined]
-        return indices
-
-    def view(self) -> ClusterView:
-        """What handlers.py builds for every event."""
-        return ClusterView(pods=self.pods, owners=(self.replicasets, self.jobs),
-                           policies=self.policies, priorities=self.priorities,
-                           namespaces=self.namespaces, nodes=self.nodes,
-                           decisions=self.decisions)
-
-
 @dataclass
 class Feed:
     """Reports in arrival order: heartbeats from random nodes, and exactly
@@ -821,7 +723,10 @@ class InProcess:
     def __init__(self, model: ClusterModel, latency: float = 0.0) -> None:
         started = time.perf_counter()
         self.model = model
-        self.indices = Indices.of(model)
+        self.indices = Indices.of(
+            pods=[p.body() for p in model.pods], owners=model.owners,
+            policies=[model.policy], priorities=model.priorities,
+            namespaces=model.namespaces, nodes={n: {"pool": "general"} for n in model.nodes})
         self.build_s = time.perf_counter() - started
         settle_garbage_collector()  # as the operator does once its indices are loaded
         self.gone: set[str] = set()

@@ -1,0 +1,160 @@
+"""The operator's decider without kopf and without an API server: its indices built by the
+handlers' own index functions, a Cluster that records what was asked of the API. The same
+paths as tests/controller/test_operator.py (which runs them through kopf and a real API
+server), fast and table by table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import pytest
+
+from oomguard.api import OOMDecision
+from oomguard.controller import Decider
+from oomguard.decisions import EVICTED
+from oomguard.kube import Eviction
+
+from support.operator_fakes import Indices, RecordingCluster
+
+Mi, Gi = 2**20, 2**30
+NODE, OTHER = "node-a", "node-b"
+NOW = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+OURS = "oomguard.io/v1alpha1"
+
+
+def pod(name: str, namespace: str, node: str = NODE, *, job: str | None = None,
+        labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "uid": f"u-{name}",
+                            "labels": labels or {}}
+    if job:
+        meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": job,
+                                    "uid": f"u-job-{job}", "controller": True}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": node, "containers": [{"name": "main", "resources": {
+                "requests": {"memory": "100Mi"}}}]},
+            "status": {"phase": "Running"}}
+
+
+PODS = [pod("etl-1", "batch", job="etl"), pod("etl-2", "batch", OTHER, job="etl"),
+        pod("db-0", "shop", labels={"app": "db"}), pod("web-0", "shop")]
+USAGE = {"u-etl-1": 900 * Mi, "u-db-0": 3 * Gi, "u-web-0": 300 * Mi}
+PRIORITIES = [
+    {"apiVersion": OURS, "kind": "OOMPriority", "metadata": {"name": "etl", "namespace": "batch"},
+     "spec": {"priority": -100, "group": {"by": "Workload"}}},
+    {"apiVersion": OURS, "kind": "OOMPriority", "metadata": {"name": "db", "namespace": "shop"},
+     "spec": {"priority": 900, "podSelector": {"matchLabels": {"app": "db"}}}},
+]
+
+
+def report(available: int) -> dict[str, Any]:
+    return {"apiVersion": OURS, "kind": "NodeMemoryReport", "metadata": {"name": NODE},
+            "status": {"node": {"capacityBytes": 8 * Gi, "availableBytes": available},
+                       "pods": [{"uid": u, "usage": {"anonBytes": b}} for u, b in USAGE.items()],
+                       "observedTime": NOW.isoformat()}}
+
+
+def decider(**policy: Any) -> tuple[Decider, RecordingCluster, Indices]:
+    indices = Indices.of(pods=PODS, priorities=PRIORITIES, namespaces={"batch": {}, "shop": {}},
+                         nodes={NODE: {}, OTHER: {}}, policies=[{
+                             "apiVersion": OURS, "kind": "OOMPolicy",
+                             "metadata": {"name": "cluster"}, "spec": policy}])
+    cluster = RecordingCluster(indices.decisions)
+    return Decider(cluster, clock=lambda: NOW), cluster, indices
+
+
+ETL = ("batch/Job/etl",)
+
+
+class Expected(NamedTuple):
+    action: str
+    phase: str
+    victims: tuple[str, ...] = ETL
+    evicted: tuple[str, ...] = ()
+
+
+@pytest.mark.parametrize(("available", "policy", "expected"), [
+    (6 * Gi, {}, None),  # no pressure: no decision
+    (500 * Mi, {}, Expected("Evict", "Completed", evicted=("batch/etl-1", "batch/etl-2"))),
+    (500 * Mi, {"actions": {"soft": "Kill"}}, Expected("Kill", "Pending")),  # the agent's
+    (500 * Mi, {"mode": "DryRun"}, Expected("Evict", "DryRun")),
+    # Hard: a bigger need (1.1Gi), and the agent kills first
+    (100 * Mi, {}, Expected("KillAndEvict", "Pending", victims=(*ETL, "shop/web-0"))),
+])
+async def test_a_report_becomes_the_decision_its_pressure_calls_for(
+    available: int, policy: dict[str, Any], expected: Expected | None
+) -> None:
+    decide, cluster, indices = decider(**policy)
+    made = await decide.on_report(report(available), indices.view())
+    if expected is None:
+        assert made is None and cluster.calls["create_decision"] == 0
+        return
+    assert made is not None and made.status is not None
+    assert (made.spec.action, made.status.phase) == (expected.action, expected.phase)
+    assert tuple(v.name for v in made.spec.victims) == expected.victims
+    assert tuple(cluster.evicted) == expected.evicted
+    assert cluster.calls["event"] == 1 + sum(len(v.pods) for v in made.spec.victims)
+
+
+async def test_a_refused_eviction_under_hard_pressure_escalates_to_a_kill() -> None:
+    decide, cluster, indices = decider(actions={"hard": "Evict"})
+    cluster.evictions["batch/etl-2"] = Eviction("Refused", "disruption budget")
+    made = await decide.on_report(report(100 * Mi), indices.view())
+    assert made is not None and made.status is not None
+    assert made.status.phase == "Failed"
+    [first, kill] = indices.decisions[NODE]
+    assert first.metadata.name == made.metadata.name
+    assert kill.spec.action == "Kill" and kill.status is not None
+    assert kill.status.phase == "Pending"
+    assert [c.type for c in kill.status.conditions] == ["Escalated"]
+
+
+async def test_a_refused_eviction_under_soft_pressure_fails_and_escalates_nothing() -> None:
+    decide, cluster, indices = decider()
+    cluster.evictions["batch/etl-2"] = Eviction("Refused", "disruption budget")
+    made = await decide.on_report(report(500 * Mi), indices.view())
+    assert made is not None and made.status is not None
+    assert made.status.phase == "Failed"
+    assert {(v.name, v.outcome) for v in made.status.victims} == {
+        ("etl-1", "Evicted"), ("etl-2", "Refused")}
+    assert len(indices.decisions[NODE]) == 1
+
+
+def killed(action: str, **status: Any) -> dict[str, Any]:
+    """A decision the agent finished: etl-1 killed on the node, etl-2 on another node."""
+    return OOMDecision.model_validate({
+        "metadata": {"name": f"{NODE}-1", "creationTimestamp": NOW.isoformat()},
+        "spec": {"nodeName": NODE, "policy": "cluster", "action": action,
+                 "decidedBy": "operator",
+                 "trigger": {"pressure": "Hard", "availableBytes": 1, "needBytes": 1},
+                 "victims": [{"name": "batch/Job/etl", "namespace": "batch",
+                              "expectedReclaimBytes": 1, "pods": [
+                                  {"namespace": "batch", "name": "etl-1", "uid": "u-etl-1",
+                                   "nodeName": NODE},
+                                  {"namespace": "batch", "name": "etl-2", "uid": "u-etl-2",
+                                   "nodeName": OTHER}]}]},
+        "status": {"phase": "Completed", "victims": [
+            {"namespace": "batch", "name": "etl-1", "uid": "u-etl-1", "outcome": "Killed"},
+            {"namespace": "batch", "name": "etl-2", "uid": "u-etl-2", "outcome": "Pending"}],
+            **status},
+    }).wire()
+
+
+@pytest.mark.parametrize(("body", "evicted"), [
+    (killed("KillAndEvict"), ["batch/etl-1", "batch/etl-2"]),
+    (killed("Kill"), ["batch/etl-2"]),  # the member on another node only
+    (killed("Kill", phase="Executing"), []),  # not done yet
+    (killed("Kill", conditions=[{"type": EVICTED, "status": "True"}]), []),  # done before
+])
+async def test_after_the_agents_kill_the_operator_evicts_what_is_left(
+    body: dict[str, Any], evicted: list[str]
+) -> None:
+    decide, cluster, _ = decider()
+    await decide.on_decision(body)
+    assert cluster.evicted == evicted
+    if evicted:
+        [(name, status)] = cluster.statuses
+        assert name == f"{NODE}-1"
+        assert {(v["name"], v["outcome"]) for v in status["victims"]} == {
+            ("etl-1", "Killed"), ("etl-2", "Evicted")}
+        assert [c["type"] for c in status["conditions"]] == [EVICTED]

@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 test: lint typecheck pytest
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff check operator tests support bench
 	$(BIN)/lint-imports
 
 typecheck: $(BIN)/.installed
@@ -26,26 +26,26 @@ typecheck: $(BIN)/.installed
 # The test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl), built
 # from tests/cluster/go.mod once per machine into ~/.cache/oomguard (docs/testing.md).
 controlplane: $(BIN)/.installed
-	cd tests && ../$(BIN)/python -m support build
+	$(BIN)/python -m support build
 
 pytest: $(BIN)/.installed controlplane
 	$(BIN)/pytest
 
 # A control plane that stays up for you: KUBECONFIG=.cluster/admin.kubeconfig.
 cluster: controlplane
-	cd tests && ../$(BIN)/python -m support up --state ../.cluster
+	$(BIN)/python -m support up --state .cluster
 
 cluster-down: $(BIN)/.installed
-	cd tests && ../$(BIN)/python -m support down --state ../.cluster
+	$(BIN)/python -m support down --state .cluster
 
 demo: $(BIN)/.installed
 	$(BIN)/oomguard demo
 
 bench: $(BIN)/.installed
-	$(BIN)/python bench/engine.py
-	$(BIN)/python bench/operator_load.py
-	$(BIN)/python bench/agent_overhead.py
-	$(BIN)/python bench/arena.py
+	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.operator_load
+	$(BIN)/python -m bench.agent_overhead
+	$(BIN)/python -m bench.arena
 
 crds: $(BIN)/.installed
 	$(BIN)/python -m oomguard.api.crd crds

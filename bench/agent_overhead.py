@@ -19,7 +19,7 @@ measured from outside through /proc, so that nothing in the package is instrumen
 The interval the agent chose at rest, and what one sample costs part by part, come from
 an in-process Agent on the same node, after the agent process has stopped.
 
-    .venv/bin/python bench/agent_overhead.py [--quick] [--profile]
+    python -m bench.agent_overhead [--quick] [--profile]
 
 Needs root and a cgroup v1 memory hierarchy (otherwise it says so and exits 0). Prints
 markdown tables and writes bench/results/agent_overhead.json.
@@ -28,14 +28,8 @@ markdown tables and writes bench/results/agent_overhead.json.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import gc
-import io
 import itertools
-import json
 import os
-import platform
-import pstats
 import shutil
 import signal
 import statistics
@@ -45,7 +39,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +49,8 @@ from oomguard.agent.loop import Agent
 from oomguard.agent.standalone import place_on_node
 from oomguard.inputs import load_files
 from oomguard.sandbox import SandboxNode, SandboxUnavailableError
+
+from support.measure import profile_text, profiled, verdict, write_results
 
 Gi = 2**30
 PODS = 110
@@ -68,7 +63,6 @@ GOAL_CPU_PERCENT = 1.0
 GOAL_RSS_MB = 60.0
 STARTUP_TIMEOUT = 60.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-RESULTS = Path(__file__).resolve().parent / "results" / "agent_overhead.json"
 
 
 @dataclass(frozen=True)
@@ -247,7 +241,9 @@ def sample_cost(agent: Agent, root: Path, runs: int) -> dict[str, Any]:
     step = agent.step()
     discovered = cgroups.discover_pods(root, containers=False)
     sample = agent.reader.read()
-    snapshot = agent._snapshot(sample)  # the engine input the loop builds
+    snapshot = agent.view.snapshot(  # the engine input the loop builds under pressure
+        agent.node, sample.memory, sample.pods, now=agent.clock.now(),
+        unmeasured=sample.unmeasured)
     return {
         "interval_s": agent.next_interval(step),
         "pressure": step.assessment.pressure,
@@ -259,24 +255,6 @@ def sample_cost(agent: Agent, root: Path, runs: int) -> dict[str, Any]:
             lambda: cgroups.read_snapshot(root, pods=discovered, containers=False), runs),
         "decide": timed(lambda: decide(snapshot), runs),
     }
-
-
-def profile(agent: Agent, runs: int, top: int = 25) -> str:
-    """Where a step's time goes, by own time; gc off so that its pauses are not charged to
-    whichever function allocated last."""
-    profiler = cProfile.Profile()
-    gc.collect()
-    gc.disable()
-    try:
-        profiler.enable()
-        for _ in range(runs):
-            agent.step()
-        profiler.disable()
-    finally:
-        gc.enable()
-    buffer = io.StringIO()
-    pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(top)
-    return buffer.getvalue()
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -302,7 +280,8 @@ def measure(plan: Plan, work: Path, with_profile: bool) -> dict[str, Any]:
         decisions = len(out.read_text().splitlines())
         in_process = in_process_agent(node.root, manifest)
         cost = sample_cost(in_process, node.root, plan.steps)
-        profiled = profile(in_process, plan.steps) if with_profile else ""
+        profile = (profile_text(profiled(in_process.step, plan.steps), top=25)
+                   if with_profile else "")
         cgroup_count = sum(1 for _ in os.walk(node.root / "kubepods"))
     if node.root.exists():
         raise RuntimeError(f"sandbox {node.root} left behind")
@@ -319,7 +298,7 @@ def measure(plan: Plan, work: Path, with_profile: bool) -> dict[str, Any]:
         "strace_seconds": plan.strace,
         "decisions_emitted": decisions,
         "in_process": cost,
-        "profile": profiled,
+        "profile": profile,
     }
 
 
@@ -343,9 +322,6 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def report(run: dict[str, Any], summary: dict[str, Any]) -> None:
-    def verdict(met: bool) -> str:
-        return "met" if met else "MISSED"
-
     node, cost, startup = run["node"], run["in_process"], run["startup"]
     print(f"## oomguard agent --standalone at rest: {node['pods']} pods, "
           f"{node['cgroups_under_kubepods']} cgroups, {node['workload_processes']} "
@@ -400,20 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         print(f"\n## cProfile: {plan.steps} agent steps in process, by own time, gc off\n")
         print(run["profile"])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "agent.overhead",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg": os.getloadavg(),
+    write_results("agent_overhead", "agent.overhead", {
         "quick": args.quick,
         "goals": {"cpu_percent": GOAL_CPU_PERCENT, "rss_mb": GOAL_RSS_MB},
         "summary": summary,
         **{k: v for k, v in run.items() if k != "profile"},
-    }, indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+    })
     return 0
 
 

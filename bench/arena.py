@@ -5,13 +5,13 @@ oomguard.sandbox) whose pods hold memory, then starts the workloads that push it
 its limit. It runs in three modes: with the kernel OOM killer alone (`kernel`); with
 `oomguard agent --standalone` running as a subprocess, as it would on a host (`oomguard`);
 and through the operator (`operator`): the in-cluster `oomguard agent` reports to a real
-kube-apiserver (the tests' control plane, tests/support/controlplane.py, with the chart
+kube-apiserver (the tests' control plane, support/controlplane.py, with the chart
 installed; one for the whole arena), `oomguard operator` decides, and the agent kills;
 both are processes authenticated with tokens of the chart's ServiceAccounts. In that mode
 the policy's actions are KillAndEvict: there is no kubelet here to carry out an eviction.
 Not a test: it reports numbers.
 
-    sudo .venv/bin/python bench/arena.py [--quick | --runs N] [--scenario KEY ...]
+    sudo .venv/bin/python -m bench.arena [--quick | --runs N] [--scenario KEY ...]
                                          [--mode kernel|oomguard|operator ...]
 
 A watcher thread in this process, apart from the agent, polls the node every millisecond:
@@ -25,33 +25,25 @@ Prints a markdown table and writes bench/results/arena.json.
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "tests"))  # the test control plane: tests/support
-
 import argparse
 import contextlib
 import json
-import platform
+import os
 import signal
-import socket
-import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-import oomguard
 from oomguard.api import resolve_amount
 from oomguard.sandbox import (
     MEMORY_MOUNT,
@@ -62,7 +54,8 @@ from oomguard.sandbox import (
     procs,
 )
 
-from support import Kube, cluster_with_chart
+from support import Kube, cluster_with_chart, free_port
+from support.measure import spread, verdict, write_results
 
 LIMIT = 512 * Mi
 SOFT, HARD, RECLAIM_TO = "20%", "10%", "30%"
@@ -77,7 +70,6 @@ AGENT_READY_TIMEOUT = 30.0
 GOALS_MS = {"oomguard": 250.0, "operator": 1000.0}
 """Goals: worst time from the soft threshold crossing to the whole victim group gone."""
 RUNS, QUICK_RUNS = 5, 2
-RESULTS = Path(__file__).resolve().parent / "results" / "arena.json"
 MODES = ("kernel", "oomguard", "operator")
 GUARDED = MODES[1:]
 NODE = "arena"
@@ -322,7 +314,7 @@ class ClusterProcesses:
         operator = kube.kubeconfig(workdir / "operator.kubeconfig",
                                    kube.identity("oomguard-operator"))
         agent = kube.kubeconfig(workdir / "agent.kubeconfig", kube.identity("oomguard-agent"))
-        liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
         started = self._start([sys.executable, "-m", "oomguard", "operator", "--kubeconfig",
                                str(operator), "--liveness", liveness])
         self._wait_live(liveness, started)
@@ -422,13 +414,6 @@ def _stop(process: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # --- one run ----------------------------------------------------------------------------
@@ -671,28 +656,19 @@ def summarize(scenario: Scenario, results: Sequence[RunResult]) -> dict[str, Any
         "killed_by_oomguard": sum(r.by_oomguard for r in results),
         "exited_by_itself": sum(any(f.exited for f in r.pods.values()) for r in results),
         "timed_out": sum(r.timed_out for r in results),
-        "time_to_gone_ms": _spread([r.time_to_gone_ms for r in results if r.by_oomguard]),
+        "time_to_gone_ms": spread([r.time_to_gone_ms for r in results if r.by_oomguard]),
         "decisions": len(decisions),
         "decided_by": {who: sum(d.decided_by == who for d in decisions)
                        for who in sorted({d.decided_by for d in decisions})},
         "decision_outcomes": outcomes,
-        "detect_ms": _spread([d.detect_ms for d in decisions]),
-        "kill_ms": _spread([d.kill_ms for d in decisions]),
-        "emitted_ms": _spread([d.emitted_ms for d in decisions]),
-        "need_mib": _spread([d.need_mib for d in decisions]),
-        "reclaimed_mib": _spread([d.reclaimed_mib for d in decisions]),
-        "victims_seen_mib": _spread([sum(d.victims.values()) for d in decisions]),
+        "detect_ms": spread([d.detect_ms for d in decisions]),
+        "kill_ms": spread([d.kill_ms for d in decisions]),
+        "emitted_ms": spread([d.emitted_ms for d in decisions]),
+        "need_mib": spread([d.need_mib for d in decisions]),
+        "reclaimed_mib": spread([d.reclaimed_mib for d in decisions]),
+        "victims_seen_mib": spread([sum(d.victims.values()) for d in decisions]),
         "min_available_mib": min(r.min_available_mib for r in results),
     }
-
-
-def _spread(values: Sequence[float | None]) -> dict[str, float | None]:
-    """Median and worst (largest) of the values that were measured."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return {"median": None, "worst": None, "n": 0}
-    return {"median": round(statistics.median(present), 1), "worst": round(max(present), 1),
-            "n": len(present)}
 
 
 def _pair(spread: dict[str, float | None]) -> str:
@@ -779,23 +755,6 @@ def goals(summaries: dict[str, dict[str, dict[str, Any]]]) -> dict[str, bool]:
     return met
 
 
-def source_state() -> dict[str, Any]:
-    """The package measured, the repository's commit and its package files changed on top
-    of it, so that results from a work in progress are not mistaken for the commit's."""
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> list[str]:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.splitlines()
-
-    package = str(Path(oomguard.__file__).parent)
-    try:
-        return {"package": package, "commit": git("rev-parse", "--short", "HEAD")[0],
-                "modified": git("status", "--porcelain", "--", "operator")}
-    except (OSError, subprocess.SubprocessError):
-        return {"package": package}
-
-
 @contextlib.contextmanager
 def control_plane(wanted: bool, workdir: Path) -> Iterator[Kube | None]:
     """For the operator mode: the tests' control plane with the chart installed, for the
@@ -848,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          for mode in modes} for s in chosen}
     met = goals(summaries)
     looks = max(r.watcher_interval_ms for r in results)
-    ready = _spread([r.agent_ready_ms for r in results])
+    ready = spread([r.agent_ready_ms for r in results])
     print(f"## arena: {LIMIT // Mi} MiB node, soft {SOFT} / hard {HARD} / reclaimTo "
           f"{RECLAIM_TO}, {runs} runs per scenario and mode ({elapsed:.0f} s)\n")
     print(f"The watcher looked every {looks:.1f} ms or better; the agent took "
@@ -857,19 +816,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n### oomguard: where the time goes (median / worst)\n")
     print("\n".join(timing_table(summaries)))
     print("\ngoals with oomguard: " + ", ".join(
-        f"{name}: {'met' if ok else 'MISSED'}" for name, ok in met.items()))
+        f"{name}: {verdict(ok)}" for name, ok in met.items()))
     leftovers = sorted(p.name for p in MEMORY_MOUNT.glob(f"{PREFIX}-*"))
     if leftovers:
         print(f"\narena: left-over cgroups: {leftovers}", file=sys.stderr)
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "arena",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "source": source_state(),
+    write_results("arena", "arena", {
         "elapsed_seconds": round(elapsed, 1),
         "runs": runs,
         "node": {"limit_bytes": LIMIT, "soft": SOFT, "hard": HARD, "reclaim_to": RECLAIM_TO,
@@ -878,8 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scenarios": [{"key": s.key, "title": s.title, "victims": sorted(s.victims),
                        "summary": summaries[s.key]} for s in chosen],
         "runs_detail": [asdict(r) for r in results],
-    }, indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+    })
     return 1 if leftovers else 0
 
 

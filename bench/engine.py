@@ -7,7 +7,7 @@ StatefulSets, CronJob-owned Jobs and bare pods; OOMPriority objects grouping by 
 Workload and Label with mixed priorities and preferences; tenants in the policy; some
 terminating pods and a protected kube-system. Only decide() is timed.
 
-    .venv/bin/python bench/engine.py [--quick] [--profile]
+    python -m bench.engine [--quick] [--profile]
 
 Prints a markdown table and writes bench/results/engine.json.
 """
@@ -15,27 +15,30 @@ Prints a markdown table and writes bench/results/engine.json.
 from __future__ import annotations
 
 import argparse
-import cProfile
+import functools
 import gc
-import io
-import json
 import math
-import platform
-import pstats
 import random
-import statistics
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from oomguard.api import MemoryUsage, NodeMemory, OOMPolicy, OOMPriority, PodMemory
 from oomguard.engine import Owner, OwnerRef, Pod, Snapshot, decide
 
-from tenants import typical_priorities
+from .synthetic import APPS, SERVICE_TIERS
+from .tenants import typical_priorities
+from support.measure import (
+    growth_exponent,
+    profile_text,
+    profiled,
+    quantiles,
+    verdict,
+    write_results,
+)
 
 Mi = 2**20
 Gi = 2**30
@@ -51,9 +54,6 @@ GOALS_MS = {110: 2.0, 10_000: 60.0}
 GOAL_EXPONENT = 1.2
 """n log n over 110..10,000 pods fits t ~ n^k with k = 1.15; quadratic would be 2."""
 TENANT_NAMESPACES = 19
-SERVICE_TIERS = ("gold", "silver", "bronze")
-APPS = ("api", "web", "db", "cache", "queue", "worker", "search", "auth")
-RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"
 
 
 # --- the node ---------------------------------------------------------------------------
@@ -228,38 +228,6 @@ def time_decide(snapshot: Snapshot, runs: int, warmup: int) -> list[float]:
     return samples
 
 
-def p90(samples: Sequence[float]) -> float:
-    return statistics.quantiles(samples, n=10, method="inclusive")[-1]
-
-
-def growth_exponent(sizes: Sequence[int], times: Sequence[float]) -> float:
-    """k of t ~ n^k, by least squares on log t = k log n + c."""
-    xs = [math.log(n) for n in sizes]
-    ys = [math.log(t) for t in times]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mx) ** 2 for x in xs)
-
-
-def profile(snapshot: Snapshot, runs: int, top: int = 18) -> str:
-    """The functions decide() spends its own time in. The garbage collector is off while
-    profiling: its pauses would be charged to whichever function happened to allocate
-    when a collection ran (their cost shows as the gap between median and p90)."""
-    profiler = cProfile.Profile()
-    gc.collect()
-    gc.disable()
-    try:
-        profiler.enable()
-        for _ in range(runs):
-            decide(snapshot)
-        profiler.disable()
-    finally:
-        gc.enable()
-    buffer = io.StringIO()
-    pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(top)
-    return buffer.getvalue()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer runs, for a smoke check")
@@ -274,12 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             snapshot = build_snapshot(size, hierarchy)
             outcome = decide(snapshot)
             samples = time_decide(snapshot, runs[size], WARMUP[size])
+            spread = quantiles(samples, digits=3)
             cases.append({
                 "pods": size, "hierarchy": hierarchy, "groups": len(outcome.ranking),
                 "excluded": len(outcome.excluded), "victims": len(outcome.victims),
                 "pressure": outcome.pressure, "runs": len(samples),
-                "median_ms": round(statistics.median(samples), 3),
-                "p90_ms": round(p90(samples), 3), "min_ms": round(min(samples), 3),
+                "median_ms": spread["median_ms"], "p90_ms": spread["p90_ms"],
+                "min_ms": spread["min_ms"],
                 "goal_ms": GOALS_MS.get(size),
             })
     exponents = {
@@ -296,35 +265,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for c in cases:
         goal = "" if c["goal_ms"] is None else (
-            f"< {c['goal_ms']:g} ms: {'met' if c['goal_met'] else 'MISSED'}")
+            f"< {c['goal_ms']:g} ms: {verdict(c['goal_met'])}")
         print(f"| {c['pods']:,} | {c['hierarchy']} | {c['groups']:,} | {c['excluded']:,} | "
               f"{c['victims']} | {c['runs']} | {c['median_ms']:.3f} | {c['p90_ms']:.3f} | "
               f"{goal} |")
     print()
     for hierarchy, k in exponents.items():
-        verdict = "met" if k <= GOAL_EXPONENT else "MISSED"
         print(f"growth, {hierarchy}: t ~ n^{k:.2f} "
-              f"(goal: no worse than n log n, k <= {GOAL_EXPONENT}: {verdict})")
+              f"(goal: no worse than n log n, k <= {GOAL_EXPONENT}: "
+              f"{verdict(k <= GOAL_EXPONENT)})")
     print("goals: median < 2 ms for 110 pods, < 60 ms for 10,000 pods")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "engine.decide",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
+    write_results("engine", "engine.decide", {
         "quick": args.quick,
         "goals": {"median_ms": {str(n): ms for n, ms in GOALS_MS.items()},
                   "max_exponent": GOAL_EXPONENT},
         "cases": cases,
         "exponents": exponents,
-    }, indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+    })
 
     if args.profile:
         for hierarchy in HIERARCHIES:
             print(f"\n## cProfile: 10,000 pods, {hierarchy}, 5 runs, by own time, gc off\n")
-            print(profile(build_snapshot(10_000, hierarchy), runs=5))
+            stats = profiled(functools.partial(decide, build_snapshot(10_000, hierarchy)), runs=5)
+            print(profile_text(stats, top=18))
     return 0
 
 

@@ -6,7 +6,7 @@ kube-system, OOMPriority objects grouping by Workload and Label in most namespac
 OOMPolicy with tenants):
 
 (a) Through a real API server: the tests' control plane (etcd, kube-apiserver,
-    kube-controller-manager; tests/support/controlplane.py) with the chart installed, the
+    kube-controller-manager; support/controlplane.py) with the chart installed, the
     real kopf operator in a process of its own with a token of the chart's operator
     ServiceAccount, on a small cluster (20 nodes). Each sample patches one node's report
     status to Soft pressure, with a token of the agent's ServiceAccount, and times the API
@@ -28,39 +28,29 @@ OOMPolicy with tenants):
     does. A round of housekeeping (statuses) over the same cluster is timed too, and the
     pressured path is profiled (cProfile) when a goal is missed or with --profile.
 
-    .venv/bin/python bench/operator_load.py [--quick] [--profile]
-                                       [--skip-server | --skip-in-process]
-                                       [--api-latency-ms MS]
+    python -m bench.operator_load [--quick] [--profile]
+                                  [--skip-server | --skip-in-process]
+                                  [--api-latency-ms MS]
 
 Prints markdown tables and writes bench/results/operator.json. The whole loop on a real
 node (threshold crossing to group gone, through the operator) is measured by
-bench/arena.py (mode `operator`). This file is not bench/operator.py: a script named so
-would shadow the standard library's `operator` module for every import in bench/.
+bench/arena.py (mode `operator`).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "tests"))  # the test control plane: tests/support
-
 import argparse
 import asyncio
 import contextlib
-import cProfile
 import gc
-import json
 import logging
-import math
 import multiprocessing
-import platform
 import pstats
 import queue as queue_module
 import random
 import resource
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -68,7 +58,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,264 +75,24 @@ from oomguard.controller.view import (
 from oomguard.engine import decide
 from oomguard.kube import Cluster, api_client
 
+from .synthetic import ClusterModel, PodSeed
 from support import ApiCall, Kube, cluster_with_chart, kubelet_status
+from support.measure import (
+    growth_exponent,
+    print_top,
+    profiled,
+    quantiles,
+    verdict,
+    write_results,
+)
 from support.operator_fakes import Indices, RecordingCluster
-from tenants import typical_priorities
 
-Mi = 2**20
-Gi = 2**30
-RESULTS = Path(__file__).resolve().parent / "results" / "operator.json"
 GOAL_P99_MS = 100.0
 GOAL_RATE = 200.0
 """Goals: p99 report-to-decision under 100 ms (both parts); 200 reports/s in process."""
 PRESSURED_FRACTION = 0.10
-SERVICE_TIERS = ("gold", "silver", "bronze")
-APPS = ("api", "web", "db", "cache", "queue", "worker", "search", "auth")
-DAEMONS = (("kube-proxy", 64, True), ("node-exporter", 32, False),
-           ("log-shipper", 128, False))
-"""kube-system DaemonSet pods on every node: name, request in Mi, system-critical."""
 REPORTS_RES = f"{GROUP}/{VERSION}/nodememoryreports"
 STARTUP_TIMEOUT = 600.0
-
-
-# --- the cluster --------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class PodSeed:
-    """One pod of the synthetic cluster, small until its body is asked for."""
-
-    namespace: str
-    name: str
-    uid: str
-    node: str
-    labels: dict[str, str]
-    owner: tuple[str, str, str, str] | None  # apiVersion, kind, name, uid
-    request_mi: int
-    critical: bool
-    created: str
-    anon: int
-
-    def body(self) -> dict[str, Any]:
-        """The v1 Pod as the API server holds it (what kopf's index handler receives)."""
-        meta: dict[str, Any] = {"name": self.name,
-                                "namespace": self.namespace, "uid": self.uid,
-                                "labels": dict(self.labels),
-                                "creationTimestamp": self.created}
-        if self.owner:
-            api_version, kind, name, uid = self.owner
-            meta["ownerReferences"] = [{"apiVersion": api_version, "kind": kind, "name": name,
-                                        "uid": uid, "controller": True,
-                                        "blockOwnerDeletion": True}]
-        resources: dict[str, Any] = {"requests": {"memory": f"{self.request_mi}Mi",
-                                                  "cpu": "100m"}}
-        if self.request_mi:
-            resources["limits"] = {"memory": f"{self.request_mi * 2}Mi"}
-        spec: dict[str, Any] = {
-            "nodeName": self.node, "restartPolicy": "Always",
-            "schedulerName": "default-scheduler",
-            "containers": [{"name": "main", "resources": resources,
-                            "image": f"registry.example/{self.labels.get('app', 'x')}:1"}],
-        }
-        if self.critical:
-            spec["priorityClassName"] = "system-node-critical"
-            spec["priority"] = 2_000_001_000
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
-                "status": {"phase": "Running", "qosClass": "Burstable"}}
-
-    def usage_entry(self) -> dict[str, Any]:
-        """The pod in its node's report: hierarchical usage and one container."""
-        usage = {"anonBytes": self.anon, "fileBytes": self.anon // 2,
-                 "kernelBytes": self.anon // 50, "workingSetBytes": self.anon + self.anon // 4}
-        return {"uid": self.uid, "qosClass": "Burstable", "usage": usage,
-                "containers": [{"name": "main", "id": self.uid.replace("-", "")[:24],
-                                "usage": dict(usage)}]}
-
-
-@dataclass
-class ClusterModel:
-    """A seeded synthetic cluster: every node full (`pods_per_node`), DaemonSet pods in
-    kube-system, tenant workloads spread by a random "scheduler" over all nodes."""
-
-    nodes: list[str]
-    namespaces: dict[str, dict[str, str]]
-    pods: list[PodSeed]
-    owners: list[dict[str, Any]]
-    """ReplicaSet and Job bodies (the operator's owner indices)."""
-    priorities: list[dict[str, Any]]
-    policy: dict[str, Any]
-    by_node: dict[str, list[PodSeed]] = field(default_factory=dict)
-    capacity: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, nodes: int, pods_per_node: int, namespaces: int,
-              seed: int = 2017) -> ClusterModel:
-        rng = random.Random(seed)
-        names = [f"node-{i:04d}" for i in range(nodes)]
-        tenants = {f"team-{i:03d}": {"service-tier": SERVICE_TIERS[i % 3]}
-                   for i in range(namespaces)}
-        model = cls(names, {**tenants, "kube-system": {}}, [], [], [], _policy())
-        created = datetime(2026, 11, 1, tzinfo=UTC)
-        counter = 0
-
-        def add(namespace: str, name: str, node: str, labels: dict[str, str], *,
-                owner: tuple[str, str, str, str] | None, request_mi: int,
-                critical: bool = False) -> None:
-            nonlocal counter
-            counter += 1
-            age = timedelta(seconds=rng.randrange(0, 30 * 86_400))
-            anon = min(int(rng.lognormvariate(math.log(150 * Mi), 1.0)), 16 * Gi)
-            model.pods.append(PodSeed(
-                namespace, name, f"00000000-0000-4000-8000-{counter:012d}", node, labels,
-                owner, request_mi, critical, (created + age).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                anon))
-
-        for daemon, request, critical in DAEMONS:
-            owner = ("apps/v1", "DaemonSet", daemon, f"uid-ds-{daemon}")
-            for node in names:
-                add("kube-system", f"{daemon}-{node[-4:]}{rng.randrange(10**5):05d}", node,
-                    {"app": daemon}, owner=owner, request_mi=request, critical=critical)
-        free = {node: pods_per_node - len(DAEMONS) for node in names}
-        open_nodes = list(names)
-
-        def place() -> str:
-            i = rng.randrange(len(open_nodes))
-            node = open_nodes[i]
-            free[node] -= 1
-            if free[node] == 0:
-                open_nodes[i] = open_nodes[-1]
-                open_nodes.pop()
-            return node
-
-        weights = [rng.uniform(0.2, 3.0) for _ in tenants]
-        tenant_names = list(tenants)
-        index = 0
-        while open_nodes:
-            namespace = rng.choices(tenant_names, weights)[0]
-            app = rng.choice(APPS)
-            labels = {"app": app, "tier": rng.choice(("frontend", "backend", "batch"))}
-            name = f"{app}-{index}"
-            index += 1
-            kind = rng.choices(("Deployment", "StatefulSet", "Job", "Bare"), (60, 15, 10, 15))[0]
-            size = {"Deployment": rng.choice((1, 2, 2, 3, 3, 3, 5, 8, 12, 20)),
-                    "StatefulSet": rng.randint(1, 5), "Job": rng.randint(1, 4), "Bare": 1}[kind]
-            request = rng.choice((0, 64, 128, 256, 512, 1024, 2048))
-            if kind == "Deployment":
-                deployment = ("apps/v1", "Deployment", name, f"uid-deploy-{namespace}-{name}")
-                revisions = []
-                for r in range(rng.choice((1, 1, 1, 2))):
-                    rs = f"{name}-{rng.randrange(16**8):08x}"
-                    uid = f"uid-rs-{namespace}-{rs}"
-                    ref = ("apps/v1", "ReplicaSet", rs, uid)
-                    model.owners.append(_owner_body(ref, namespace, parent=deployment,
-                                                    revision=r))
-                    revisions.append(ref)
-                for i in range(size):
-                    if not open_nodes:
-                        break
-                    rs_ref = revisions[i % len(revisions)]
-                    add(namespace, f"{rs_ref[2]}-{rng.randrange(16**5):05x}", place(),
-                        {**labels, "pod-template-hash": rs_ref[2].rsplit("-", 1)[1]},
-                        owner=rs_ref, request_mi=request)
-            elif kind == "StatefulSet":
-                sts = ("apps/v1", "StatefulSet", name, f"uid-sts-{namespace}-{name}")
-                for i in range(size):
-                    if not open_nodes:
-                        break
-                    add(namespace, f"{name}-{i}", place(),
-                        {**labels, "statefulset.kubernetes.io/pod-name": f"{name}-{i}"},
-                        owner=sts, request_mi=request)
-            elif kind == "Job":
-                cron = ("batch/v1", "CronJob", name, f"uid-cron-{namespace}-{name}")
-                job = f"{name}-{rng.randrange(10**8)}"
-                job_ref = ("batch/v1", "Job", job, f"uid-job-{namespace}-{job}")
-                model.owners.append(_owner_body(job_ref, namespace, parent=cron, revision=0))
-                for i in range(size):
-                    if not open_nodes:
-                        break
-                    add(namespace, f"{job}-{i}-{rng.randrange(16**5):05x}", place(),
-                        {**labels, "tier": "batch", "job-name": job},
-                        owner=job_ref, request_mi=request)
-            else:
-                add(namespace, name, place(), labels, owner=None, request_mi=request)
-        for namespace in tenant_names:
-            model.priorities += _priorities(namespace, rng)
-        for pod in model.pods:
-            model.by_node.setdefault(pod.node, []).append(pod)
-        for node, pods in model.by_node.items():
-            used = sum(p.anon + p.anon // 50 for p in pods)
-            model.capacity[node] = int(used / 0.85)
-        return model
-
-    def report(self, node: str, pressure: str, gone: set[str] | frozenset[str] = frozenset(),
-               now: datetime | None = None) -> dict[str, Any]:
-        """The node's NodeMemoryReport as kopf delivers it: the whole object, with the last
-        per-pod detail, whatever the write was (a heartbeat patches only the summary)."""
-        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeMemoryReport",
-                "metadata": {"name": node, "uid": f"uid-report-{node}",
-                             "resourceVersion": "1", "generation": 1},
-                "status": self.report_status(node, pressure, gone, now)}
-
-    def report_status(self, node: str, pressure: str,
-                      gone: set[str] | frozenset[str] = frozenset(),
-                      now: datetime | None = None) -> dict[str, Any]:
-        capacity = self.capacity[node]
-        available = {"None": 30, "Soft": 8, "Hard": 3}[pressure] * capacity // 100
-        stamp = (now or datetime.now(UTC)).isoformat()
-        return {
-            "node": {"capacityBytes": capacity, "allocatableBytes": capacity * 95 // 100,
-                     "availableBytes": available,
-                     "psi": {"someAvg10": 0.0 if pressure == "None" else 12.5,
-                             "fullAvg10": 0.0 if pressure == "None" else 3.1}},
-            "pods": [p.usage_entry() for p in self.by_node[node] if p.uid not in gone],
-            "observedTime": stamp, "podsObservedTime": stamp, "heartbeatTime": stamp,
-            "heartbeatSeconds": 10.0, "pressure": pressure, "agentVersion": "0.1.0",
-        }
-
-
-def _owner_body(ref: tuple[str, str, str, str], namespace: str, *,
-                parent: tuple[str, str, str, str], revision: int) -> dict[str, Any]:
-    """A ReplicaSet or Job (`ref`: apiVersion, kind, name, uid) and its controller."""
-    api_version, kind, name, uid = ref
-    return {"apiVersion": api_version, "kind": kind, "metadata": {
-        "name": name, "namespace": namespace, "uid": uid,
-        "annotations": {"deployment.kubernetes.io/revision": str(revision + 1)},
-        "ownerReferences": [{"apiVersion": parent[0], "kind": parent[1], "name": parent[2],
-                             "uid": parent[3], "controller": True}]}}
-
-
-def _priorities(namespace: str, rng: random.Random) -> list[dict[str, Any]]:
-    """Most tenants declare what tenants.py says is typical; some declare nothing."""
-    if rng.random() < 0.25:
-        return []
-    specs = typical_priorities(rng)
-    return [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "OOMPriority",
-             "metadata": {"name": name, "namespace": namespace,
-                          "uid": f"uid-prio-{namespace}-{name}", "generation": 1},
-             "spec": spec} for name, spec in specs]
-
-
-def _policy() -> dict[str, Any]:
-    """Default thresholds (Soft below 10%, Hard below 5%, reclaim to 15%) and actions
-    (Soft: Evict; Hard: KillAndEvict), tenants by service tier."""
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OOMPolicy",
-            "metadata": {"name": "cluster", "uid": "uid-policy-cluster", "generation": 1},
-            "spec": {"cooldownSeconds": 15, "tenants": [
-                {"namespaceSelector": {"matchLabels": {"service-tier": "gold"}},
-                 "maxPriority": 1000, "allowNever": True},
-                {"namespaceSelector": {"matchLabels": {"service-tier": "silver"}},
-                 "maxPriority": 500},
-                {"maxPriority": 0}]}}
-
-
-def quantiles(samples: Sequence[float]) -> dict[str, float]:
-    """Nearest-rank quantiles: with fewer than 100 samples, p99 is the maximum."""
-    ordered = sorted(samples)
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-    return {"n": len(ordered), "median_ms": round(statistics.median(ordered), 2),
-            "p90_ms": round(pick(0.90), 2), "p99_ms": round(pick(0.99), 2),
-            "max_ms": round(ordered[-1], 2), "min_ms": round(ordered[0], 2)}
 
 
 # --- (a) through the real API server ---------------------------------------------------------
@@ -852,7 +602,6 @@ def housekeeping_round(bench: InProcess) -> tuple[float, pstats.Stats]:
     """One round of statuses and retention over the whole cluster. The report handler pokes
     it (at most one round per status_interval), and it runs on the loop that decides."""
     housekeeper = Housekeeper(RecordingCluster(bench.indices.decisions, set()), Options())
-    profiler = cProfile.Profile()
 
     async def run() -> float:
         t0 = time.perf_counter()
@@ -860,10 +609,7 @@ def housekeeping_round(bench: InProcess) -> tuple[float, pstats.Stats]:
         return time.perf_counter() - t0
 
     elapsed = asyncio.run(run())
-    profiler.enable()
-    asyncio.run(run())
-    profiler.disable()
-    return elapsed, pstats.Stats(profiler)
+    return elapsed, profiled(lambda: asyncio.run(run()), runs=1)
 
 
 def profile_pressured(bench: InProcess, runs: int) -> tuple[pstats.Stats, dict[str, float]]:
@@ -871,16 +617,12 @@ def profile_pressured(bench: InProcess, runs: int) -> tuple[pstats.Stats, dict[s
     validation, snapshot and decide (the rest is the decision record and the stand-in)."""
     bodies = [bench.model.report(node, "Soft", bench.gone)
               for node in bench.feed.rng.sample(bench.model.nodes, runs)]
-    profiler = cProfile.Profile()
 
     async def run() -> None:
         for body in bodies:
             await bench.decider.on_report(body, bench.indices.view())
 
-    gc.collect()
-    profiler.enable()
-    asyncio.run(run())
-    profiler.disable()
+    stats = profiled(lambda: asyncio.run(run()), runs=1)
     split: dict[str, list[float]] = defaultdict(list)
     for node in bench.feed.rng.sample(bench.model.nodes, runs):
         body = bench.model.report(node, "Soft", bench.gone)
@@ -895,38 +637,10 @@ def profile_pressured(bench: InProcess, runs: int) -> tuple[pstats.Stats, dict[s
         split["snapshot_ms"].append((t2 - t1) * 1e3)
         split["decide_ms"].append((t3 - t2) * 1e3)
         split["snapshot_pods"].append(len(snapshot.pods))
-    return pstats.Stats(profiler), {k: round(statistics.median(v), 2)
-                                    for k, v in split.items()}
-
-
-def top_functions(stats: pstats.Stats, count: int) -> list[tuple[str, float, float]]:
-    """The functions with the most own time: (where, own seconds, share of the total)."""
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    total = sum(entry[2] for entry in raw.values()) or 1.0
-    ranked = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)[:count]
-    out = []
-    for (path, line, name), entry in ranked:
-        short = path.split("site-packages/")[-1].split("/operator/")[-1]
-        out.append((f"{short}:{line}({name})", entry[2], entry[2] / total))
-    return out
-
-
-def print_top(title: str, stats: pstats.Stats, count: int = 12) -> list[dict[str, Any]]:
-    print(f"\n{title}\n")
-    print("| function | own s | share |")
-    print("|---|---:|---:|")
-    rows = []
-    for where, own, share in top_functions(stats, count):
-        print(f"| `{where}` | {own:.3f} | {share:.0%} |")
-        rows.append({"function": where, "own_s": round(own, 4), "share": round(share, 3)})
-    return rows
+    return stats, {k: round(statistics.median(v), 2) for k, v in split.items()}
 
 
 # --- output ---------------------------------------------------------------------------------
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 def row(label: str, q: dict[str, Any] | None) -> str:
@@ -978,12 +692,9 @@ def _part_a(quick: bool, goals: list[tuple[str, bool]], workdir: Path) -> dict[s
                     "start_to_first_decision_s": a["start_to_first_decision_s"],
                     "operator_max_rss_mib": a["operator_max_rss_mib"]})
     a["startup"] = startup
-    xs = [math.log(s["pods"]) for s in startup]
-    ys = [math.log(max(s["start_to_first_decision_s"], 1e-3)) for s in startup]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    k = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mx) ** 2 for x in xs)
-    a["startup_exponent"] = round(k, 2)
+    a["startup_exponent"] = round(growth_exponent(
+        [s["pods"] for s in startup],
+        [max(s["start_to_first_decision_s"], 1e-3) for s in startup]), 2)
     print("\nOperator start to its first decision (kopf handles no event until every indexed "
           "object is indexed):\n")
     print("| nodes | pods | start to first decision s | operator's peak RSS MiB |\n"
@@ -991,7 +702,7 @@ def _part_a(quick: bool, goals: list[tuple[str, bool]], workdir: Path) -> dict[s
     for s in sorted(startup, key=lambda s: s["pods"]):
         print(f"| {s['nodes']} | {s['pods']:,} | {s['start_to_first_decision_s']:.1f} | "
               f"{s['operator_max_rss_mib']} |")
-    print(f"\ngrowth: t ~ pods^{k:.2f}")
+    print(f"\ngrowth: t ~ pods^{a['startup_exponent']:.2f}")
     p99 = a["report_to_decision_created"]["p99_ms"]
     goals.append((f"(a) p99 report written -> OOMDecision created < {GOAL_P99_MS:g} ms: "
                   f"{p99:.1f} ms", p99 < GOAL_P99_MS))
@@ -1079,10 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     results: dict[str, Any] = {
-        "benchmark": "operator", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0], "platform": platform.platform(),
-        "cpus": os.cpu_count(), "quick": args.quick,
-        "goals": {"p99_ms": GOAL_P99_MS, "reports_per_s": GOAL_RATE},
+        "quick": args.quick, "goals": {"p99_ms": GOAL_P99_MS, "reports_per_s": GOAL_RATE},
     }
     goals: list[tuple[str, bool]] = []
     if not args.skip_server:
@@ -1095,9 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("- whole loop on a real node (threshold crossing to group gone, via the operator): "
           "bench/arena.py, mode operator")
     results["goals_met"] = dict(goals)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+    write_results("operator", "operator", results)
     return 0
 
 

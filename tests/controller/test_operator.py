@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from oomguard.controller import Decider, Options, register
 from oomguard.kube import Cluster
 from oomguard.kube.permissions import OPERATOR
 
-from support import Kube, Kubectl, running_operator
+from support import Kube, Kubectl, free_port, running_operator
 
 Mi = 2**20
 Gi = 2**30
@@ -410,12 +409,6 @@ async def test_two_replicas_with_peering_only_the_active_one_decides(kube: Kube)
     assert kube.used_permissions(standby) <= OPERATOR
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _get(url: str) -> tuple[int, str]:
     def fetch() -> tuple[int, str]:
         try:
@@ -438,7 +431,7 @@ async def test_operator_command_serves_metrics_and_liveness(kube: Kube,
                                                             tmp_path: Path) -> None:
     """`oomguard operator` as the chart runs it, as a process: /healthz answers once kopf
     runs, and /metrics counts the decision it makes."""
-    metrics, liveness = _free_port(), _free_port()
+    metrics, liveness = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "oomguard", "operator",
         "--metrics-port", str(metrics), "--liveness", f"http://127.0.0.1:{liveness}/healthz",
@@ -472,7 +465,7 @@ async def test_replicas_of_one_deployment_elect_one_active_peer(kube: Kube,
     Deployment's replicas run: their default priorities differ (kopf pauses every peer
     when two share the highest), so exactly one decides."""
     peering = PEERING
-    probes = [f"http://127.0.0.1:{_free_port()}/healthz" for _ in range(2)]
+    probes = [f"http://127.0.0.1:{free_port()}/healthz" for _ in range(2)]
     replicas = [await asyncio.create_subprocess_exec(
         sys.executable, "-m", "oomguard", "operator", "--peering", peering,
         "--liveness", probe, env=_as_operator(kube, tmp_path, f"replica-{i}"),

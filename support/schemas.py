@@ -20,7 +20,7 @@ import kubernetes_validate
 import yaml
 from kubernetes_validate.utils import all_versions, major_minor
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT / "crds"
 
 Schema = dict[str, Any]

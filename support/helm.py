@@ -18,7 +18,7 @@ import yaml
 
 from .kubectl import layer_binary
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "oomguard"
 RELEASE = "oomguard"
 NAMESPACE = "oomguard-system"

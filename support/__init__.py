@@ -11,7 +11,7 @@ from .cluster import (
     cluster_with_chart,
     kubelet_status,
 )
-from .controlplane import ControlPlane
+from .controlplane import ControlPlane, free_port
 from .kopf_runner import running_operator
 from .kubectl import Kubectl, KubectlResult
 
@@ -25,6 +25,7 @@ __all__ = [
     "Kubectl",
     "KubectlResult",
     "cluster_with_chart",
+    "free_port",
     "kubelet_status",
     "running_operator",
 ]

@@ -6,11 +6,12 @@ the story."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ DECISIONS = f"{OURS}/oomdecisions"
 REPORTS = f"{OURS}/nodememoryreports"
 PEERING = "oomguard"
 """The chart's ClusterKopfPeering: its RBAC lets the operator patch that one only."""
+StartOperator = Callable[[], Awaitable[None]]
 
 
 def custom(kind: str, name: str, spec: dict[str, Any],
@@ -111,11 +113,17 @@ def options() -> Options:
 
 
 @pytest.fixture
-async def operator(kube: Kube, options: Options) -> AsyncIterator[None]:
-    registry = kopf.OperatorRegistry()
-    register(registry, Decider(Cluster(kube.api_client(kube.operator))), options)
-    async with running_operator(kube, registry):
-        yield
+async def start_operator(kube: Kube, options: Options) -> AsyncIterator[StartOperator]:
+    """Starts the operator once the test has seeded what the cluster holds before it:
+    kopf handles no event before its indices have listed everything, so a report written
+    after the start is decided on all that was seeded before. (An object created after the
+    start arrives on a watch of its own, in no order relative to the report's.)"""
+    async with contextlib.AsyncExitStack() as running:
+        async def start() -> None:
+            registry = kopf.OperatorRegistry()
+            register(registry, Decider(Cluster(kube.api_client(kube.operator))), options)
+            await running.enter_async_context(running_operator(kube, registry))
+        yield start
 
 
 def evictions(kube: Kube) -> list[str]:
@@ -125,10 +133,11 @@ def evictions(kube: Kube) -> list[str]:
 
 
 async def test_pressured_report_becomes_a_decision_with_events(
-    kube: Kube, operator: None
+    kube: Kube, start_operator: StartOperator
 ) -> None:
     seeded = seed_node(kube)
     seeded.priorities(actions={"soft": "Kill"})
+    await start_operator()
     seeded.reported(500 * Mi)  # Soft: below 10% of 8Gi
     [decision] = await kube.wait_for(seeded.decisions)
     spec = decision["spec"]
@@ -149,9 +158,11 @@ async def test_pressured_report_becomes_a_decision_with_events(
     assert decision["metadata"]["name"] in by_object["Node", seeded.node]["message"]
 
 
-async def test_dry_run_records_and_acts_on_nothing(kube: Kube, operator: None) -> None:
+async def test_dry_run_records_and_acts_on_nothing(kube: Kube,
+                                                  start_operator: StartOperator) -> None:
     seeded = seed_node(kube)
     seeded.priorities(mode="DryRun")
+    await start_operator()
     seeded.reported(500 * Mi)
     [decision] = await kube.wait_for(seeded.decisions)
     assert (decision["spec"]["mode"], decision["status"]["phase"]) == ("DryRun", "DryRun")
@@ -186,7 +197,7 @@ def _budgeted(kube: Kube, min_available: int) -> Seeded:
 
 
 async def test_eviction_honours_the_disruption_budget_soft_then_hard(
-    kube: Kube, operator: None
+    kube: Kube, start_operator: StartOperator
 ) -> None:
     """A budget that allows one disruption: the first etl pod is evicted, the eviction
     handler refuses the second with 429, the decision fails. Once the evicted pod is gone,
@@ -194,6 +205,7 @@ async def test_eviction_honours_the_disruption_budget_soft_then_hard(
     seeded = _budgeted(kube, min_available=1)
     await _budget_settled(kube, seeded, allowed=1)
     seeded.priorities()  # default actions: Evict under Soft
+    await start_operator()
     seeded.reported(500 * Mi)
     first = await kube.wait_for(lambda: [
         d for d in seeded.decisions() if d["status"]["phase"] == "Failed"])
@@ -220,13 +232,14 @@ async def test_eviction_honours_the_disruption_budget_soft_then_hard(
 
 
 async def test_a_budget_that_allows_no_disruption_passes_its_pods_over_when_evicting(
-    kube: Kube, operator: None
+    kube: Kube, start_operator: StartOperator
 ) -> None:
     """The disruption controller's status says no etl pod may go: under Soft (Evict) the
     operator takes the next candidates at once, with no eviction refused on the way."""
     seeded = _budgeted(kube, min_available=2)
     await _budget_settled(kube, seeded, allowed=0)
     seeded.priorities()  # default actions: Evict under Soft
+    await start_operator()
     seeded.reported(500 * Mi)
     [decision] = await kube.wait_for(lambda: [
         d for d in seeded.decisions() if d["status"]["phase"] == "Completed"])
@@ -238,11 +251,12 @@ async def test_a_budget_that_allows_no_disruption_passes_its_pods_over_when_evic
 
 
 async def test_hard_pressure_escalates_a_refused_eviction_to_a_kill(
-    kube: Kube, operator: None
+    kube: Kube, start_operator: StartOperator
 ) -> None:
     seeded = _budgeted(kube, min_available=1)
     await _budget_settled(kube, seeded, allowed=1)
     seeded.priorities(actions={"hard": "Evict"})
+    await start_operator()
     seeded.reported(100 * Mi)  # Hard: below 5%
     kill = await kube.wait_for(lambda: [
         d for d in seeded.decisions() if d["spec"]["action"] == "Kill"])
@@ -252,7 +266,7 @@ async def test_hard_pressure_escalates_a_refused_eviction_to_a_kill(
 
 
 async def test_statuses_tell_tenants_and_admins_what_applies(
-    kube: Kube, operator: None
+    kube: Kube, start_operator: StartOperator
 ) -> None:
     node = kube.node("node-a", labels={"pool": "general"})
     sandbox = kube.namespace("sandbox", labels={"tier": "bronze"})
@@ -265,6 +279,7 @@ async def test_statuses_tell_tenants_and_admins_what_applies(
                                                  sandbox))
     kube.create(f"{OURS}/oompriorities", custom("OOMPriority", "also", {"priority": 5},
                                                  sandbox))
+    await start_operator()
 
     def status(plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         obj = kube.read(f"{OURS}/{plural}", namespace, name)
@@ -293,11 +308,12 @@ async def test_statuses_tell_tenants_and_admins_what_applies(
 
 @pytest.mark.parametrize("options", [Options(status_interval=0.2, keep_per_node=1)])
 async def test_finished_decisions_beyond_retention_are_deleted(
-    kube: Kube, operator: None
+    kube: Kube, start_operator: StartOperator
 ) -> None:
     """keep_per_node=1 here: a second finished decision on the node removes the first."""
     seeded = seed_node(kube)
     seeded.priorities(mode="DryRun", cooldownSeconds=0)
+    await start_operator()
     seeded.reported(500 * Mi)
     [first] = await kube.wait_for(seeded.decisions)
     kube.patch_status(REPORTS, None, seeded.node, {"observedTime": "2026-11-26T06:00:05Z"})
@@ -307,12 +323,14 @@ async def test_finished_decisions_beyond_retention_are_deleted(
     assert len(seeded.decisions()) == 1
 
 
-async def test_what_users_see_with_kubectl(kube: Kube, operator: None, tmp_path: Path) -> None:
+async def test_what_users_see_with_kubectl(kube: Kube, start_operator: StartOperator,
+                                           tmp_path: Path) -> None:
     """`kubectl get oomdecisions` shows when, node, victim, action and outcome at a glance;
     `describe` and `get events` tell the rest; `explain` reads the CRDs' descriptions.
     Printed for docs/kubectl.md."""
     seeded = seed_node(kube)
     seeded.priorities(mode="DryRun")
+    await start_operator()
     seeded.reported(500 * Mi)
     [decision] = await kube.wait_for(seeded.decisions)
     name = decision["metadata"]["name"]
@@ -351,12 +369,13 @@ async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
 
 
 async def test_who_is_next_live_with_rank_and_the_kubectl_plugin(
-    kube: Kube, operator: None, tmp_path: Path
+    kube: Kube, start_operator: StartOperator, tmp_path: Path
 ) -> None:
     """`oomguard rank --node` and `kubectl oomguard rank NODE` read the cluster and rank
     as offline: the same engine, the same output."""
     seeded = seed_node(kube)
     seeded.priorities(mode="DryRun")
+    await start_operator()
     seeded.reported(6 * Gi)  # no pressure: a ranking, no victims
     config = kube.kubeconfig(tmp_path / "kubeconfig")
     code, out, err = await _run(sys.executable, "-m", "oomguard", "rank", "--node",
@@ -386,6 +405,7 @@ async def test_two_replicas_with_peering_only_the_active_one_decides(kube: Kube)
     use tokens of the chart's operator ServiceAccount, told apart in the audit log."""
     peering = PEERING
     seeded = seed_node(kube)
+    seeded.priorities(actions={"soft": "Kill"})
     active, standby = kube.operator, kube.identity("oomguard-operator", name="standby")
 
     def replica(who: Any, priority: int) -> Any:
@@ -399,7 +419,6 @@ async def test_two_replicas_with_peering_only_the_active_one_decides(kube: Kube)
         await kube.wait_for(lambda: _peering(kube, peering))
         async with replica(standby, 50):
             await kube.wait_for(lambda: len(_peering(kube, peering)) == 2)
-            seeded.priorities(actions={"soft": "Kill"})
             seeded.reported(500 * Mi)
             await kube.wait_for(seeded.decisions)
     creators = {c.credential for c in kube.calls()
@@ -431,6 +450,8 @@ async def test_operator_command_serves_metrics_and_liveness(kube: Kube,
                                                             tmp_path: Path) -> None:
     """`oomguard operator` as the chart runs it, as a process: /healthz answers once kopf
     runs, and /metrics counts the decision it makes."""
+    seeded = seed_node(kube)  # what the cluster holds before the operator starts
+    seeded.priorities(actions={"soft": "Kill"})
     metrics, liveness = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "oomguard", "operator",
@@ -441,8 +462,6 @@ async def test_operator_command_serves_metrics_and_liveness(kube: Kube,
         async with asyncio.timeout(30):
             while (await _get(f"http://127.0.0.1:{liveness}/healthz"))[0] != 200:
                 await asyncio.sleep(0.05)  # polling a port that is not open yet
-        seeded = seed_node(kube)
-        seeded.priorities(actions={"soft": "Kill"})
         seeded.reported(500 * Mi)
         await kube.wait_for(seeded.decisions, timeout=30)
         # The operator counts a decision once the API has answered its create: a moment
@@ -465,6 +484,8 @@ async def test_replicas_of_one_deployment_elect_one_active_peer(kube: Kube,
     Deployment's replicas run: their default priorities differ (kopf pauses every peer
     when two share the highest), so exactly one decides."""
     peering = PEERING
+    seeded = seed_node(kube)  # what the cluster holds before the replicas start
+    seeded.priorities(actions={"soft": "Kill"})
     probes = [f"http://127.0.0.1:{free_port()}/healthz" for _ in range(2)]
     replicas = [await asyncio.create_subprocess_exec(
         sys.executable, "-m", "oomguard", "operator", "--peering", peering,
@@ -479,8 +500,6 @@ async def test_replicas_of_one_deployment_elect_one_active_peer(kube: Kube,
         peers = await kube.wait_for(lambda: len(_peering(kube, peering)) == 2
                                     and _peering(kube, peering), timeout=30)
         assert len({p["priority"] for p in peers.values()}) == 2
-        seeded = seed_node(kube)
-        seeded.priorities(actions={"soft": "Kill"})
         seeded.reported(500 * Mi)
         await kube.wait_for(seeded.decisions, timeout=30)
         assert all(replica.returncode is None for replica in replicas)

@@ -45,7 +45,10 @@ async def test_report_is_created_then_heartbeats_then_detail_on_change(
             and status()["podsObservedTime"] == first["podsObservedTime"])
         before = web_usage()
         node.start(web, "anon", 40, container="sidecar")  # +40MiB: a material change
-        await kube.wait_for(lambda: web_usage() >= before + 32 * Mi)
+        # Detail is written each time usage moved more than 16Mi (unreclaimable, kernel
+        # memory included) since the last detail: once the sidecar holds its 40Mi and its
+        # interpreter, the report lags the truth by less than that, so it shows +20Mi.
+        await kube.wait_for(lambda: web_usage() >= before + 20 * Mi)
 
     assert [p["uid"] for p in first["pods"]] == [web.uid]
     report = kube.read(REPORTS, None, cluster.node)

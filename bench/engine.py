@@ -43,6 +43,7 @@ from support.measure import (
 Mi = 2**20
 Gi = 2**30
 NODE = "bench-node"
+NODE_UID = "uid-node-bench-node"
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 SIZES = (110, 1_000, 10_000)
 RUNS = {110: 200, 1_000: 50, 10_000: 15}
@@ -184,7 +185,8 @@ def build_snapshot(pod_count: int, hierarchy: str, seed: int = 2017) -> Snapshot
     system = max(3, pod_count // 30)
     for i in range(system):
         node.add_pod("kube-system", f"system-{i}", {"app": "node-agent"},
-                     critical=i % 2 == 0, static=i % 5 == 0)
+                     critical=i % 2 == 0,
+                     mirror_of=OwnerRef("Node", NODE, NODE_UID) if i % 5 == 0 else None)
     weights = [rng.uniform(0.2, 3.0) for _ in namespaces]
     shares = [int((pod_count - system) * w / sum(weights)) for w in weights]
     shares[0] += pod_count - system - sum(shares)
@@ -201,6 +203,7 @@ def build_snapshot(pod_count: int, hierarchy: str, seed: int = 2017) -> Snapshot
         pods=node.pods,
         now=NOW,
         node_labels={"pool": "general"},
+        node_uid=NODE_UID,
         namespaces={**namespaces, "kube-system": {}},
         owners=node.owners,
         policies=policies(hierarchy),

@@ -91,6 +91,7 @@ class Indices:
     priorities: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
     namespaces: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
     nodes: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    node_uids: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
     decisions: dict[Any, list[Any]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
@@ -120,9 +121,10 @@ class Indices:
                 **labels, "kubernetes.io/metadata.name": namespace}})
         for node, labels in (nodes or {}).items():
             add(indices.nodes, {node: labels})
+            add(indices.node_uids, {node: f"uid-node-{node}"})
         for index in (indices.pods, indices.replicasets, indices.jobs, indices.policies,
                       indices.priorities, indices.namespaces, indices.nodes,
-                      indices.decisions):
+                      indices.node_uids, indices.decisions):
             index.default_factory = None  # type: ignore[attr-defined]
         return indices
 
@@ -131,4 +133,4 @@ class Indices:
         return ClusterView(pods=self.pods, owners=(self.replicasets, self.jobs),
                            policies=self.policies, priorities=self.priorities,
                            namespaces=self.namespaces, nodes=self.nodes,
-                           decisions=self.decisions)
+                           node_uids=self.node_uids, decisions=self.decisions)

@@ -18,6 +18,7 @@ from oomguard.engine import Owner, OwnerRef, Pod, Snapshot
 Mi = 2**20
 Gi = 2**30
 NODE = "node-a"
+NODE_UID = "uid-node-node-a"
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 
 
@@ -26,6 +27,11 @@ def pod(name: str, namespace: str = "default", **fields: Any) -> Pod:
     fields.setdefault("uid", f"uid-{namespace}-{name}")
     fields.setdefault("node_name", NODE)
     return Pod(namespace=namespace, name=name, **fields)
+
+
+def mirror(name: str, namespace: str = "kube-system", **fields: Any) -> Pod:
+    """A mirror pod as the kubelet makes it: controlled by NODE's Node object."""
+    return pod(name, namespace, mirror_of=OwnerRef("Node", NODE, NODE_UID), **fields)
 
 
 def owned(name: str, namespace: str, kind: str, owner: str, **fields: Any) -> Pod:
@@ -82,6 +88,7 @@ def snapshot(
     pressure with a need of 1.4Gi."""
     pods = [p for p, _ in pods_and_usage]
     usages = [usage(p, u) for p, u in pods_and_usage] + (extra_usage or [])
+    fields.setdefault("node_uid", NODE_UID)
     return Snapshot(
         node=NODE,
         memory=NodeMemory(capacity_bytes=capacity, available_bytes=available),

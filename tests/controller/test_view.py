@@ -28,7 +28,7 @@ def decision(phase: str) -> OOMDecision:
 def view(indexed: str | None, recent: str | None) -> ClusterView:
     index: dict[Any, list[Any]] = {NODE: [decision(indexed)] if indexed else []}
     return ClusterView(pods={}, owners=(), policies={}, priorities={}, namespaces={},
-                       nodes={}, decisions=index,
+                       nodes={}, node_uids={}, decisions=index,
                        recent={NODE: decision(recent)} if recent else {})
 
 

@@ -6,9 +6,22 @@ from typing import Any
 
 import pytest
 
-from oomguard.engine import decide
+from oomguard.engine import OwnerRef, decide
+from oomguard.inputs import pod_from_manifest
 
-from builders import NODE, Gi, decision, owned, pod, policy, priority, snapshot, usage
+from builders import (
+    NODE,
+    NODE_UID,
+    Gi,
+    decision,
+    mirror,
+    owned,
+    pod,
+    policy,
+    priority,
+    snapshot,
+    usage,
+)
 
 CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     # (reason, pod fields, snapshot fields)
@@ -17,7 +30,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("NotRunning", {"phase": "Pending"}, {}),
     ("NotRunning", {"phase": "Succeeded"}, {}),
     ("Terminating", {"terminating": True}, {}),
-    ("StaticPod", {"static": True}, {}),
+    ("StaticPod", {"mirror_of": OwnerRef("Node", NODE, NODE_UID)}, {}),
     ("SystemCritical", {"critical": True}, {}),
     ("ProtectedNamespace", {"namespace": "kube-system"}, {}),
     ("ProtectedNamespace", {"namespace": "infra"},
@@ -46,6 +59,58 @@ def test_excluded_with_reason(reason: str, pod_fields: dict[str, Any],
         assert outcome.victims == []
     else:
         assert [v.group.name for v in outcome.victims] == ["default/bystander"]
+
+
+FORGED_MIRRORS: list[tuple[str, OwnerRef | None, dict[str, Any]]] = [
+    # (what the tenant wrote, the pod's mirror owner, snapshot fields)
+    ("another Node's UID", OwnerRef("Node", NODE, "uid-of-something-else"), {}),
+    ("another node's name", OwnerRef("Node", "node-b", NODE_UID), {}),
+    ("a Node the agent does not know", OwnerRef("Node", NODE, NODE_UID), {"node_uid": None}),
+]
+
+
+@pytest.mark.parametrize(("claim", "owner", "snap_fields"), FORGED_MIRRORS,
+                         ids=[c[0] for c in FORGED_MIRRORS])
+def test_a_forged_mirror_pod_is_a_candidate(claim: str, owner: OwnerRef | None,
+                                           snap_fields: dict[str, Any]) -> None:
+    """A tenant can write the mirror annotation and a Node owner reference on any pod it
+    creates; only a reference to this Node, by its UID, makes a mirror pod."""
+    forged = pod("forged", "shop", mirror_of=owner)
+    outcome = decide(snapshot([(forged, 4 * Gi), (pod("bystander"), 1 * Gi)], **snap_fields))
+    assert outcome.excluded == []
+    assert [v.group.name for v in outcome.victims] == ["shop/forged"]
+
+
+def test_the_kubelets_mirror_pod_is_not_a_candidate() -> None:
+    outcome = decide(snapshot([(mirror("etcd-node-a"), 4 * Gi), (pod("bystander"), 1 * Gi)]))
+    assert [(e.pod, e.reason) for e in outcome.excluded] == [("kube-system/etcd-node-a",
+                                                              "StaticPod")]
+
+
+def _manifest(annotations: dict[str, str], owner_kind: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "p", "namespace": "shop", "uid": "uid-p",
+                            "annotations": annotations}
+    if owner_kind:
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": owner_kind, "name": NODE,
+                                    "uid": NODE_UID, "controller": True}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": NODE, "containers": [{"name": "main"}]},
+            "status": {"phase": "Running"}}
+
+
+@pytest.mark.parametrize(("annotations", "owner_kind", "is_mirror"), [
+    ({"kubernetes.io/config.source": "file"}, None, False),  # the kubelet's bookkeeping
+    ({"kubernetes.io/config.source": "http"}, None, False),
+    ({}, "Node", False),  # a Node owner alone
+    ({"kubernetes.io/config.mirror": "abc"}, None, False),  # the annotation alone
+    ({"kubernetes.io/config.mirror": "abc"}, "ReplicaSet", False),
+    ({"kubernetes.io/config.mirror": "abc", "kubernetes.io/config.source": "file"}, "Node",
+     True),
+])
+def test_only_annotation_and_node_controller_make_a_mirror_claim(
+        annotations: dict[str, str], owner_kind: str | None, is_mirror: bool) -> None:
+    claimed = pod_from_manifest(_manifest(annotations, owner_kind)).mirror_of
+    assert claimed == (OwnerRef("Node", NODE, NODE_UID) if is_mirror else None)
 
 
 def test_an_exhausted_disruption_budget_does_not_stand_in_the_way_of_a_kill() -> None:

@@ -24,7 +24,7 @@ from oomguard.engine import Outcome, Owner, OwnerRef, Pod, Snapshot, decide
 from oomguard.engine.pressure import select_policy
 from oomguard.engine.priorities import tenant_for
 
-from builders import NODE, NOW, Gi, Mi, decision, pod, policy, priority
+from builders import NODE, NODE_UID, NOW, Gi, Mi, decision, pod, policy, priority
 from builders import snapshot as build_snapshot
 
 T = TypeVar("T")
@@ -125,7 +125,8 @@ def system_pods(draw: st.DrawFn) -> list[Pod]:
     """kube-system: critical DaemonSet pods and static control-plane pods."""
     return [
         pod(f"system-{i}", "kube-system", critical=draw(st.booleans()),
-            static=draw(st.booleans()), **draw(POD_FIELDS))
+            mirror_of=draw(st.sampled_from([None, OwnerRef("Node", NODE, NODE_UID)])),
+            **draw(POD_FIELDS))
         for i in range(draw(st.integers(0, 2)))
     ]
 
@@ -270,6 +271,7 @@ def snapshots(
         pods=pods,
         now=NOW,
         node_labels=NODE_LABELS,
+        node_uid=NODE_UID,
         namespaces=teams,
         owners={o.uid: o for o in owners},
         policies=draw(oom_policies(namespaces)),

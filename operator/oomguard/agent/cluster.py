@@ -123,6 +123,7 @@ class NodeCaches:
                 pods=pods,
                 namespaces={m.name: m.labels for m in self.namespaces.items()},
                 nodes={m.name: m.labels for m in self.nodes.items()},
+                node_uids={m.name: m.uid for m in self.nodes.items() if m.uid},
                 policies=self.policies.items(),
                 priorities=self.priorities.items(),
             )
@@ -137,6 +138,9 @@ class NodeCaches:
             if p.metadata.name == policy:
                 return p.spec.protected_namespaces
         return DEFAULT_POLICY.spec.protected_namespaces
+
+    def node_uid(self) -> str | None:
+        return next((m.uid for m in self.nodes.items() if m.uid), None)
 
     def node_owner(self) -> dict[str, Any] | None:
         """An ownerReference to the Node, once it is known."""

@@ -4,7 +4,7 @@ A decision is claimed before anything is killed: its status goes from Pending to
 in a write guarded by the resourceVersion the agent read, so that of two writers (two
 agents, or an agent and its restarted self) only one wins, and a decision that is not
 Pending is never acted on. Each victim pod on this node is then checked against the
-agent's pod cache (still here, running, not terminating, static or critical) and killed by
+agent's pod cache (still here, running, not terminating, mirror or critical) and killed by
 UID through the cgroup layer, which refuses anything but a kubelet pod cgroup under the
 agent's root. The outcome is written by the decision recorder. A decision too old to act
 on (the agent was away, or the API server was) fails as Expired instead.
@@ -41,6 +41,10 @@ class PodCache(Protocol):
 
     def protected_namespaces(self, policy: str) -> Collection[str]:
         """The namespaces the named policy protects (the default policy's if unknown)."""
+        ...
+
+    def node_uid(self) -> str | None:
+        """The UID of this node's Node object, once known (what a mirror pod names)."""
         ...
 
 
@@ -150,7 +154,8 @@ class Executor:
             return VictimResult("AlreadyGone", "the pod no longer exists")
         if pod.phase in ("Succeeded", "Failed"):
             return VictimResult("AlreadyGone", f"the pod has finished (phase {pod.phase})")
-        excluded = exclusion(pod, Context(self.node, protected, in_flight={}, refused={}))
+        excluded = exclusion(pod, Context(self.node, self.cache.node_uid(), protected,
+                                          in_flight={}, refused={}))
         if excluded is not None:
             return VictimResult("Refused", f"no longer eligible: {excluded.message}")
         return None

@@ -66,6 +66,7 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
     index("v1", "namespaces", id="namespaces")(
         lambda name, labels, **_: {name: dict(labels)})
     index("v1", "nodes", id="nodes")(lambda name, labels, **_: {name: dict(labels)})
+    index("v1", "nodes", id="node_uids")(lambda name, uid, **_: {name: uid})
     index(GROUP, VERSION, DECISIONS, id="decisions")(lambda body, **_: index_decision(body))
     index("policy", "v1", "poddisruptionbudgets", id="budgets")(
         lambda body, **_: index_budget(body))
@@ -84,6 +85,7 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
             priorities=indices["priorities"],
             namespaces=indices["namespaces"],
             nodes=indices["nodes"],
+            node_uids=indices["node_uids"],
             decisions=indices["decisions"],
             budgets=indices["budgets"],
         )

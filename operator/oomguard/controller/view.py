@@ -85,6 +85,9 @@ class ClusterView:
     priorities: Index
     namespaces: Index
     nodes: Index
+    """Node name -> its labels."""
+    node_uids: Index
+    """Node name -> its UID (what a mirror pod must name to be one)."""
     decisions: Index
     recent: Mapping[str, OOMDecision] = field(default_factory=dict)
     """Decisions this operator made that its decisions index may not show yet."""
@@ -115,6 +118,7 @@ class ClusterView:
             owners=OwnerLookup(self.owners),
             namespaces={ns: _only(self.namespaces.get(ns, ())) or {} for ns in namespaces},
             nodes={node: _only(self.nodes.get(node, ())) or {}},
+            node_uids={node: uid} if (uid := _only(self.node_uids.get(node, ()))) else {},
             policies=list(self.policies.get(ALL, ())),
             priorities=[p for ns in namespaces for p in self.priorities.get(ns, ())],
             decisions=list(decisions.values()),

@@ -28,7 +28,8 @@ def decide(snapshot: Snapshot) -> Outcome:
     action = {"None": None, "Soft": spec.actions.soft, "Hard": spec.actions.hard}[
         assessment.pressure
     ]
-    ctx = Context(s.node, frozenset(spec.protected_namespaces), flight.pods, flight.refused,
+    ctx = Context(s.node, s.node_uid, frozenset(spec.protected_namespaces), flight.pods,
+                  flight.refused,
                   frozenset(s.budget_exhausted) if action == "Evict" else frozenset())
     resolution = resolve(s.pods, s.priorities, s.namespaces, policy)
     workloads = Workloads(s.owners)

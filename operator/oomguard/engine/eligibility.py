@@ -14,6 +14,8 @@ class Context:
     """What exclusion rules need besides the pod itself."""
 
     node: str
+    node_uid: str | None
+    """The UID of the node's Node object, where known."""
     protected_namespaces: Collection[str]
     in_flight: dict[str, str]
     """UID of a pod already chosen by an earlier decision -> that decision's name."""
@@ -40,8 +42,18 @@ def terminating(pod: Pod, _: Context) -> str | None:
     return "already terminating; its memory counts as being released" if pod.terminating else None
 
 
-def static_pod(pod: Pod, _: Context) -> str | None:
-    return "static or mirror pod, managed by the kubelet" if pod.static else None
+def mirror_pod(pod: Pod, ctx: Context) -> str | None:
+    """A mirror pod (the API object of a static pod) is the kubelet's to manage. The
+    annotation and owner reference that make one are writable by anyone who can create a
+    pod: only a reference to this very Node, by its UID, is believed (a reference whose
+    UID matches no Node gets the pod garbage-collected; the real UID is not the tenant's
+    to know). Nothing else makes a pod static here: `kubernetes.io/config.source` is the
+    kubelet's own bookkeeping, not something the API server checks."""
+    owner = pod.mirror_of
+    if owner is not None and ctx.node_uid is not None and (
+            owner.name == ctx.node == pod.node_name and owner.uid == ctx.node_uid):
+        return f"mirror pod of node {ctx.node}, managed by its kubelet"
+    return None
 
 
 def system_critical(pod: Pod, _: Context) -> str | None:
@@ -74,7 +86,7 @@ EXCLUSION_RULES: tuple[tuple[str, ExclusionRule], ...] = (
     ("NotOnNode", not_on_node),
     ("NotRunning", not_running),
     ("Terminating", terminating),
-    ("StaticPod", static_pod),
+    ("StaticPod", mirror_pod),
     ("SystemCritical", system_critical),
     ("ProtectedNamespace", protected_namespace),
     ("InFlightVictim", in_flight_victim),
@@ -90,7 +102,7 @@ UNKNOWN_POD = "UnknownPod"
 def exclusion(pod: Pod, ctx: Context) -> Exclusion | None:
     if (
         pod.node_name == ctx.node and pod.phase == "Running"
-        and not (pod.terminating or pod.static or pod.critical)
+        and not (pod.terminating or pod.mirror_of or pod.critical)
         and pod.namespace not in ctx.protected_namespaces and pod.uid not in ctx.in_flight
         and pod.uid not in ctx.refused and pod.uid not in ctx.budget_exhausted
     ):

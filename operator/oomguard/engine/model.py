@@ -1,6 +1,6 @@
 """The engine's inputs and outputs: plain immutable data, built by the edges.
 
-Pods arrive already digested (requests summed, static and critical flags set) so that the
+Pods arrive already digested (requests summed, mirror owner and critical flag set) so that the
 hot path, ranking, touches each pod only a few times.
 """
 
@@ -65,7 +65,10 @@ class Pod:
     controller: OwnerRef | None = None
     created: float = 0.0
     terminating: bool = False
-    static: bool = False
+    mirror_of: OwnerRef | None = None
+    """The Node a mirror pod names (the kubelet's mirror annotation and a controller
+    reference to a Node). Anyone who can create a pod can write both: eligibility believes
+    it only when it names the node the pod runs on, with that Node's UID."""
     critical: bool = False
     requests_bytes: int = 0
     limits_bytes: int = 0
@@ -85,6 +88,9 @@ class Snapshot:
     pods: Sequence[Pod]
     now: datetime
     node_labels: Mapping[str, str] = field(default_factory=dict)
+    node_uid: str | None = None
+    """The UID of the node's Node object, where it is known (not in standalone mode
+    without a Node manifest): what a mirror pod's owner reference must name."""
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     owners: Mapping[str, Owner] = field(default_factory=dict)
     policies: Sequence[OOMPolicy] = ()

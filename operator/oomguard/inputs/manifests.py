@@ -120,11 +120,8 @@ def pod_from_manifest(obj: dict[str, Any]) -> Pod:
     manifest = _PodManifest.model_validate(obj)
     meta, spec = manifest.metadata, manifest.spec
     controller = _controller(meta)
-    static = (
-        "kubernetes.io/config.mirror" in meta.annotations
-        or meta.annotations.get("kubernetes.io/config.source", "api") != "api"
-        or (controller is not None and controller.kind == "Node")
-    )
+    mirror = ("kubernetes.io/config.mirror" in meta.annotations and controller is not None
+              and controller.kind == "Node")
     critical = spec.priority_class_name in CRITICAL_PRIORITY_CLASSES or (
         spec.priority or 0
     ) >= SYSTEM_CRITICAL_PRIORITY
@@ -138,7 +135,7 @@ def pod_from_manifest(obj: dict[str, Any]) -> Pod:
         controller=controller,
         created=_epoch(meta.creation_timestamp),
         terminating=meta.deletion_timestamp is not None,
-        static=static,
+        mirror_of=controller if mirror else None,
         critical=critical,
         requests_bytes=_pod_memory(spec, "requests"),
         limits_bytes=_pod_memory(spec, "limits"),
@@ -190,6 +187,9 @@ class Inputs:
     owners: Mapping[str, Owner] = field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Node name -> its labels."""
+    node_uids: dict[str, str] = field(default_factory=dict)
+    """Node name -> its UID."""
     policies: list[OOMPolicy] = field(default_factory=list)
     priorities: list[OOMPriority] = field(default_factory=list)
     decisions: list[OOMDecision] = field(default_factory=list)
@@ -211,6 +211,7 @@ class Inputs:
             pods=self.pods,
             now=now,
             node_labels=self.nodes.get(node, {}),
+            node_uid=self.node_uids.get(node),
             namespaces=self.namespaces,
             owners=self.owners,
             policies=self.policies,
@@ -266,6 +267,8 @@ def add_object(inputs: Inputs, obj: dict[str, Any]) -> None:
     elif kind == "Node":
         meta = _NamedManifest.model_validate(obj).metadata
         inputs.nodes[meta.name] = meta.labels
+        if meta.uid:
+            inputs.node_uids[meta.name] = meta.uid
     elif kind in OWNER_KINDS:
         owner = owner_from_manifest(obj)
         assert isinstance(inputs.owners, dict), "owners read from objects are a dict"

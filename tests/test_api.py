@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
     ("text", "expected"),
     [("512Mi", 512 * 2**20), ("1Gi", 2**30), ("1G", 10**9), ("1.5Gi", 3 * 2**29),
      ("100", 100), ("1e3", 1000), ("1E6", 10**6), ("100k", 100_000), ("1500m", 2),
-     ("0", 0), (".5Ki", 512), (2048, 2048)],
+     ("0", 0), (".5Ki", 512), (2048, 2048), ("1E", 10**18), ("2Ei", 2 * 2**60),
+     ("1Pi", 2**50), ("1E0", 1)],
 )
 def test_parse_quantity(text: str | int, expected: int) -> None:
     assert parse_quantity(text) == expected

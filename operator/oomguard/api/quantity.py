@@ -44,10 +44,10 @@ def parse_quantity(text: str | int) -> int:
         raise ValueError(f"{text!r} is not a Kubernetes quantity (like 512Mi, 2Gi or 1e9)")
     number, suffix = match.groups()
     try:
-        if suffix[:1] in ("e", "E"):
-            value = Decimal(number) * (Decimal(10) ** Decimal(suffix[1:]))
-        else:
+        if suffix in _SUFFIXES:  # before the exponent: "E" and "Ei" are exa and exbi
             value = Decimal(number) * _SUFFIXES[suffix]
+        else:
+            value = Decimal(number) * (Decimal(10) ** Decimal(suffix[1:]))
     except (InvalidOperation, KeyError) as exc:
         raise ValueError(f"{text!r} is not a Kubernetes quantity") from exc
     return ceil(value)

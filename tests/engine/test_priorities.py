@@ -76,7 +76,8 @@ def test_first_matching_tenant_applies_and_namespace_name_label_is_implicit() ->
                                priority("n", "plain", preference="Never", priority=50)],
                 {}, pol)
     assert (r.by_pod[vip.uid].preference, r.by_pod[vip.uid].priority) == ("Never", 50)
-    assert (r.by_pod[plain.uid].preference, r.by_pod[plain.uid].priority) == ("Avoid", 0)
+    # Never not allowed would be Avoid, and Avoid is not allowed either: no preference
+    assert (r.by_pod[plain.uid].preference, r.by_pod[plain.uid].priority) == (None, 0)
 
 
 def test_pods_without_priority_object_get_defaults() -> None:

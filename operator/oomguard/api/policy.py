@@ -16,7 +16,13 @@ from oomguard.api.meta import (
     ObjectMeta,
     cel_rules,
 )
-from oomguard.api.quantity import QuantityOrPercent, cel_not_above, is_percent, parse_quantity
+from oomguard.api.quantity import (
+    Quantity,
+    QuantityOrPercent,
+    cel_not_above,
+    is_percent,
+    parse_quantity,
+)
 
 Action = Literal["Evict", "Kill", "KillAndEvict"]
 Pressure = Literal["None", "Soft", "Hard"]
@@ -105,7 +111,20 @@ class Tenant(Model):
     )
     allow_never: bool = Field(
         False,
-        description="Whether preference Never is honoured; if false, Never acts as Avoid.",
+        description="Whether preference Never is honoured; if false, Never acts as Avoid "
+        "where Avoid is allowed, else as no preference.",
+    )
+    allow_avoid: bool = Field(
+        False,
+        description="Whether preference Avoid is honoured; if false, it acts as no "
+        "preference. (Preference ranks before priority: an Avoid would otherwise move a "
+        "group behind other tenants' groups whatever maxPriority says.)",
+    )
+    max_allowance: Quantity | None = Field(
+        None,
+        description="Largest quantity allowance these namespaces may claim, such as 8Gi; "
+        "a larger one is capped to it. Unset: not capped by the policy. Requests and "
+        "Limits are what the pods declare, and are not capped.",
     )
 
 

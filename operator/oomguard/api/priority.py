@@ -95,14 +95,18 @@ class OOMPrioritySpec(Model):
     )
     preference: Preference | None = Field(
         None,
-        description="Prefer: killed first. Avoid: killed last. Never: never selected, "
-        "where the policy allows it for this namespace, else treated as Avoid.",
+        description="Prefer: killed first. Avoid: killed last. Never: never selected. "
+        "Where a tenants entry of the policy applies to the namespace, Never is honoured "
+        "only with allowNever (else treated as Avoid) and Avoid only with allowAvoid (else "
+        "treated as no preference); each is reported in the status.",
     )
     allowance: Allowance = Field(
         "Requests",
         description="Memory the group is expected to use: Requests (sum of container "
         "memory requests), Limits (sum of limits, a container without one counts its "
-        "request) or a quantity for the whole group on a node, such as 4Gi.",
+        "request) or a quantity for the whole group on a node, such as 4Gi (capped to "
+        "the tenant's maxAllowance, and to the group's limits where all its pods have "
+        "limits).",
     )
     group: Grouping = Field(default_factory=Grouping, description="How pods form groups.")
 

@@ -54,6 +54,8 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
                 "effectivePreference": p.effective_preference,
                 "clampedFrom": p.clamped_from,
                 "neverDenied": p.never_denied,
+                "avoidDenied": p.avoid_denied,
+                "allowanceCappedFrom": p.allowance_capped_from,
                 "overlaps": list(p.overlaps),
             }
             for p in o.priorities

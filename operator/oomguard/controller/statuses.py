@@ -49,8 +49,15 @@ def priority_status(obj: OOMPriority, mine: PriorityReport, *, previous: Mapping
     conditions = previous.get("conditions", [])
     clamp = (f"priority {mine.clamped_from} is above the tenant's maximum; "
              f"{mine.effective_priority} applies") if mine.clamped_from is not None else ""
-    never = "preference Never is not allowed for this namespace; Avoid applies" \
-        if mine.never_denied else ""
+    never = ("preference Never is not allowed for this namespace; "
+             + ("no preference" if mine.avoid_denied else "Avoid") + " applies"
+             ) if mine.never_denied else ""
+    avoid = ("preference Avoid is not allowed for this namespace; no preference applies"
+             if mine.avoid_denied and not mine.never_denied else "")
+    allowance = (f"allowance {mine.allowance_capped_from} is above the tenant's maximum; "
+                 f"{mine.effective_allowance} applies"
+                 if mine.allowance_capped_from is not None else "")
+    bounds = [m for m in (clamp, never, avoid, allowance) if m]
     return {
         "observedGeneration": generation,
         "matchedPods": mine.matched_pods,
@@ -60,8 +67,8 @@ def priority_status(obj: OOMPriority, mine: PriorityReport, *, previous: Mapping
         "conditions": [
             _condition("Ready", True, "Applied", f"decides {mine.matched_pods} pods",
                        generation=generation, previous=conditions, now=now),
-            _condition("Clamped", bool(clamp or never), "TenantBounds" if clamp or never
-                       else "WithinBounds", "; ".join(m for m in (clamp, never) if m),
+            _condition("Clamped", bool(bounds), "TenantBounds" if bounds
+                       else "WithinBounds", "; ".join(bounds),
                        generation=generation, previous=conditions, now=now),
             _condition("Overlapping", bool(mine.overlaps), "SelectorsOverlap"
                        if mine.overlaps else "NoOverlap",

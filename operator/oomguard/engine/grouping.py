@@ -85,7 +85,9 @@ def build_groups(
     usage: Mapping[str, int],
 ) -> dict[str, Group]:
     """Groups by name from (pod, its settings, its group name). A quantity allowance is the
-    group's on the node: where pods disagree, the largest counts once."""
+    group's on the node: where pods disagree, the largest counts once; never more than the
+    group's pods' limits where they all have limits (a tenant cannot claim, by writing 1Pi,
+    more than its pods can use)."""
     groups: dict[str, Group] = {}
     quantities: dict[str, int] = {}
     for pod, setting, name in members:
@@ -110,6 +112,9 @@ def build_groups(
             group.allowance_bytes += pod.limits_bytes
         else:
             quantities[name] = max(quantities.get(name, 0), parse_quantity(setting.allowance))
-    for name, quantity in quantities.items():
-        groups[name].allowance_bytes += quantity
+    for name, claimed in quantities.items():
+        group = groups[name]
+        limits = sum(p.limits_bytes for p in group.pods)
+        group.allowance_bytes += min(claimed, limits) if all(
+            p.limited for p in group.pods) else claimed
     return groups

@@ -72,6 +72,9 @@ class Pod:
     critical: bool = False
     requests_bytes: int = 0
     limits_bytes: int = 0
+    limited: bool = False
+    """Every long-running container (app containers, sidecars) has a memory limit: the
+    pod cannot use more than limits_bytes."""
 
     @property
     def ref(self) -> str:
@@ -126,6 +129,11 @@ class PriorityReport:
     effective_preference: Preference | None
     clamped_from: int | None = None
     never_denied: bool = False
+    avoid_denied: bool = False
+    """Avoid claimed (or a denied Never that would act as Avoid), and not allowed."""
+    effective_allowance: str = "Requests"
+    allowance_capped_from: str | None = None
+    """The quantity allowance claimed, where the tenant's maxAllowance capped it."""
     overlaps: tuple[str, ...] = ()
 
 

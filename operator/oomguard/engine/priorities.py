@@ -11,13 +11,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from oomguard.api import OOMPolicy, OOMPriority
+from oomguard.api import OOMPolicy, OOMPriority, parse_quantity
 from oomguard.api.policy import Tenant
+from oomguard.api.priority import ALLOWANCE_KEYWORDS, Preference
 from oomguard.engine.model import Pod, PodPriority, PriorityReport
 
 DEFAULT_PRIORITY = PodPriority()
 _UNSEEN = PodPriority(source="(not matched yet)")
-_OPEN_TENANT = Tenant()
+_OPEN_TENANT = Tenant(allow_avoid=True)
+"""For a namespace no tenants entry matches: any priority, Avoid, any allowance; not
+Never, which takes a pod out of reach altogether."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ def tenant_for(
     namespace: str, namespaces: Mapping[str, Mapping[str, str]], policy: OOMPolicy
 ) -> Tenant:
     """The first tenant entry whose selector matches the namespace; without one, a
-    namespace may claim any priority but not Never."""
+    namespace may claim any priority, Avoid and any allowance, but not Never."""
     labels = {"kubernetes.io/metadata.name": namespace, **namespaces.get(namespace, {})}
     for tenant in policy.spec.tenants:
         if tenant.namespace_selector.matches(labels):
@@ -48,15 +51,30 @@ def _read_keys(objs: Iterable[OOMPriority]) -> tuple[str, ...]:
     ))
 
 
+def _preference(claimed: Preference | None, tenant: Tenant) -> Preference | None:
+    """What the tenant may claim of what it claimed: a Never not allowed acts as Avoid,
+    an Avoid not allowed as no preference."""
+    if claimed == "Never" and not tenant.allow_never:
+        claimed = "Avoid"
+    if claimed == "Avoid" and not tenant.allow_avoid:
+        return None
+    return claimed
+
+
+def _allowance(claimed: str, tenant: Tenant) -> str:
+    """A quantity allowance, capped to the tenant's maxAllowance."""
+    if (tenant.max_allowance is None or claimed in ALLOWANCE_KEYWORDS
+            or parse_quantity(claimed) <= parse_quantity(tenant.max_allowance)):
+        return claimed
+    return tenant.max_allowance
+
+
 def _effective(obj: OOMPriority, tenant: Tenant) -> PodPriority:
     spec = obj.spec
-    preference = spec.preference
-    if preference == "Never" and not tenant.allow_never:
-        preference = "Avoid"
     return PodPriority(
         priority=min(spec.priority, tenant.max_priority),
-        preference=preference,
-        allowance=spec.allowance,
+        preference=_preference(spec.preference, tenant),
+        allowance=_allowance(spec.allowance, tenant),
         group_by=spec.group.by,
         group_label=spec.group.label,
         source=obj.metadata.name,
@@ -127,6 +145,11 @@ def resolve(
                 effective_preference=eff.preference,
                 clamped_from=obj.spec.priority if eff.priority != obj.spec.priority else None,
                 never_denied=obj.spec.preference == "Never" and eff.preference != "Never",
+                avoid_denied=obj.spec.preference in ("Never", "Avoid")
+                and eff.preference is None,
+                effective_allowance=eff.allowance,
+                allowance_capped_from=obj.spec.allowance
+                if eff.allowance != obj.spec.allowance else None,
                 overlaps=tuple(sorted(overlaps[key])),
             ))
     return Resolution(by_pod, reports)

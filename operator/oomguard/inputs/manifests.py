@@ -139,6 +139,10 @@ def pod_from_manifest(obj: dict[str, Any]) -> Pod:
         critical=critical,
         requests_bytes=_pod_memory(spec, "requests"),
         limits_bytes=_pod_memory(spec, "limits"),
+        limited=bool(spec.containers) and all(
+            "memory" in c.resources.limits for c in [
+                *spec.containers, *(i for i in spec.init_containers
+                                    if i.restart_policy == "Always")]),
     )
 
 

@@ -119,6 +119,32 @@ def test_kill_takes_the_whole_pod_and_nothing_else(
     assert frozen == "THAWED"
 
 
+@pytest.mark.parametrize("use_freezer", [True, False], ids=["freezer", "sigkill-rounds"])
+def test_a_process_with_one_thread_in_the_pod_is_not_the_pods(
+    v1_memory: Sandbox, v1_freezer: Sandbox, workloads: Processes, tmp_path: Path,
+    use_freezer: bool,
+) -> None:
+    """On v1 a single thread can be moved into a cgroup (its `tasks`), and the pod's
+    `cgroup.procs` then lists the whole process: it lives outside, and is not killed."""
+    hog = workloads.start("anon", [v1_memory.make(pod_path(UID_A) + "/c1"),
+                                   v1_freezer.make(pod_path(UID_A) + "/c1")], mib=8)
+    outsider = workloads.start("threaded", [v1_memory.make("system"),
+                                            v1_freezer.make("system")])
+    [thread] = {int(t) for t in os.listdir(f"/proc/{outsider.pid}/task")} - {outsider.pid}
+    for sandbox in (v1_memory, v1_freezer):
+        (sandbox.root / pod_path(UID_A) / "c1" / "tasks").write_text(str(thread))
+    pod = v1_memory.root / pod_path(UID_A)
+    assert procs(pod / "c1") == {hog.pid, outsider.pid}  # v1 lists the outsider too
+
+    freezer_root = v1_freezer.mount if use_freezer else tmp_path / "no-freezer"
+    result = kill_pod(v1_memory.root, UID_A, freezer_root=freezer_root)
+
+    assert (result.outcome, result.error) == ("Killed", "")
+    assert result.pids_killed == (hog.pid,)
+    assert hog.wait(timeout=5) == -9
+    assert outsider.poll() is None
+
+
 def test_kill_of_an_empty_or_unknown_pod(v1_memory: Sandbox) -> None:
     v1_memory.make(pod_path(UID_A, "besteffort") + "/c1")
 

@@ -13,7 +13,11 @@ elsewhere. Methods, best first:
   process forked between a listing and its signal is caught by the next round.
 
 Each PID is pinned with a pidfd and signalled only if it is still in the subtree after it
-was pinned, so a PID reused by a process outside the pod is never signalled.
+was pinned, so a PID reused by a process outside the pod is never signalled. On cgroup v1
+a process is the pod's only if every one of its threads is in the subtree: v1's
+`cgroup.procs` lists a process as soon as one thread is there, and a process that lives
+outside with one thread moved in is not the pod's to kill (nor does it keep the kill
+from completing).
 """
 
 from __future__ import annotations
@@ -99,7 +103,7 @@ def kill_pod(
 
     version = cgroup_version(root) or cgroup_version(path)
     before = _charge(path, version)
-    killer = _Killer(path, start + timeout)
+    killer = _Killer(path, start + timeout, whole_processes=version == 1)
     method: KillMethod | None = None
     error = ""
     try:
@@ -145,7 +149,7 @@ def _plan(
 def _execute(killer: _Killer, method: KillMethod, freezer: Freezer | None) -> bool:
     """Run the kill; True once the subtree is empty."""
     if method == "cgroup.kill":
-        killer.killed.update(_subtree_pids(killer.path))
+        killer.killed.update(killer.members())
         _write(killer.path / "cgroup.kill", "1")
         return killer.wait_empty(killer.deadline)
     if freezer is None:
@@ -163,10 +167,22 @@ def _execute(killer: _Killer, method: KillMethod, freezer: Freezer | None) -> bo
 class _Killer:
     """The kill rounds over one subtree, and the PIDs signalled so far."""
 
-    def __init__(self, path: Path, deadline: float) -> None:
+    def __init__(self, path: Path, deadline: float, *, whole_processes: bool) -> None:
         self.path = path
         self.deadline = deadline
+        self.whole_processes = whole_processes
         self.killed: set[int] = set()
+
+    def members(self) -> set[int]:
+        """The subtree's processes (on v1, those with every thread in it)."""
+        if not self.whole_processes:
+            return _subtree_pids(self.path)
+        pids, tids = _subtree_pids(self.path), _subtree_pids(self.path, "tasks")
+        inside = {pid for pid in pids if _threads(pid) <= tids}
+        for pid in pids - inside:
+            log.warning("%s: process %d has threads outside the pod's cgroups: not the "
+                        "pod's, not killed", self.path, pid)
+        return inside
 
     def pids(self) -> tuple[int, ...]:
         return tuple(sorted(self.killed))
@@ -175,7 +191,7 @@ class _Killer:
         """Freeze, SIGKILL everything, thaw, until the subtree is empty or time is up."""
         while True:
             freeze()
-            pids = _subtree_pids(self.path)
+            pids = self.members()
             if not pids:
                 return True
             if time.monotonic() >= self.deadline:
@@ -188,7 +204,7 @@ class _Killer:
         """SIGKILL the processes that are still in the subtree once pinned by a pidfd."""
         pinned = {pid: fd for pid in pids if (fd := _pidfd(pid)) is not None}
         try:
-            members = _subtree_pids(self.path)
+            members = self.members()
             for pid, fd in pinned.items():
                 if pid in members and _send_sigkill(pid, fd):
                     self.killed.add(pid)
@@ -198,7 +214,7 @@ class _Killer:
                     os.close(fd)
 
     def wait_empty(self, until: float) -> bool:
-        return _wait_for(lambda: not _subtree_pids(self.path), until)
+        return _wait_for(lambda: not self.members(), until)
 
 
 def _pidfd(pid: int) -> int | None:
@@ -224,13 +240,21 @@ def _send_sigkill(pid: int, fd: int) -> bool:
     return True
 
 
-def _subtree_pids(path: Path) -> set[int]:
-    """PIDs in `cgroup.procs` of the cgroup and all its descendants. Cgroups that vanish
-    while being walked hold nothing."""
+def _threads(pid: int) -> set[int]:
+    """The thread IDs of a process; none once it is gone."""
+    try:
+        return {int(tid) for tid in os.listdir(f"/proc/{pid}/task")}
+    except FileNotFoundError:
+        return set()
+
+
+def _subtree_pids(path: Path, listing: str = "cgroup.procs") -> set[int]:
+    """PIDs in `cgroup.procs` (or thread IDs in v1's `tasks`) of the cgroup and all its
+    descendants. Cgroups that vanish while being walked hold nothing."""
     pids: set[int] = set()
     for directory, _, _ in os.walk(path):
         try:
-            with open(os.path.join(directory, "cgroup.procs"), "rb") as procs:
+            with open(os.path.join(directory, listing), "rb") as procs:
                 pids.update(int(pid) for pid in procs.read().split())
         except OSError as error:
             if error.errno not in (errno.ENOENT, errno.ENODEV):

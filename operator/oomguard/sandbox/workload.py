@@ -20,6 +20,7 @@ import ctypes
 import mmap
 import os
 import sys
+import threading
 import time
 
 MIB = 2**20
@@ -37,6 +38,10 @@ def hold(mode: str, size: int) -> object:
     """Allocate and touch `size` bytes of the kind MODE names; return what keeps them."""
     if mode == "idle":
         return None
+    if mode == "threaded":  # idle, with a second thread (which a test may move elsewhere)
+        thread = threading.Thread(target=threading.Event().wait, daemon=True)
+        thread.start()
+        return thread
     if mode == "anon":
         return b"\x01" * size
     if mode == "shmem":

@@ -38,6 +38,8 @@ class RecordingCluster(Cluster):
         self.created_at: dict[str, float] = {}
         self.evicted: list[str] = []
         """Pods evicted, as namespace/name, in order."""
+        self.evicted_uids: list[str] = []
+        """The UIDs each eviction was conditioned on, in the same order."""
         self.evictions: dict[str, Eviction] = {}
         """Answers other than Evicted, by namespace/name (a budget's Refused, say)."""
         self.statuses: list[tuple[str, dict[str, Any]]] = []
@@ -70,9 +72,10 @@ class RecordingCluster(Cluster):
     def delete_decision(self, name: str) -> None:
         self.calls["delete_decision"] += 1
 
-    def evict(self, namespace: str, name: str) -> Eviction:
+    def evict(self, namespace: str, name: str, uid: str) -> Eviction:
         self._call("evict")
         self.evicted.append(f"{namespace}/{name}")
+        self.evicted_uids.append(uid)
         return self.evictions.get(f"{namespace}/{name}", Eviction("Evicted"))
 
     def event(self, involved: dict[str, str], reason: str, message: str,

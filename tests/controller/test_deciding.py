@@ -5,14 +5,14 @@ server), fast and table by table."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import pytest
 
 from oomguard.api import OOMDecision
 from oomguard.controller import Decider
-from oomguard.decisions import EVICTED
+from oomguard.decisions import EVICTED, EXPIRED
 from oomguard.kube import Eviction
 
 from support.operator_fakes import Indices, RecordingCluster
@@ -47,11 +47,11 @@ PRIORITIES = [
 ]
 
 
-def report(available: int) -> dict[str, Any]:
+def report(available: int, observed: datetime = NOW) -> dict[str, Any]:
     return {"apiVersion": OURS, "kind": "NodeMemoryReport", "metadata": {"name": NODE},
             "status": {"node": {"capacityBytes": 8 * Gi, "availableBytes": available},
                        "pods": [{"uid": u, "usage": {"anonBytes": b}} for u, b in USAGE.items()],
-                       "observedTime": NOW.isoformat()}}
+                       "observedTime": observed.isoformat()}}
 
 
 def decider(**policy: Any) -> tuple[Decider, RecordingCluster, Indices]:
@@ -120,6 +120,23 @@ async def test_a_refused_eviction_under_soft_pressure_fails_and_escalates_nothin
     assert len(indices.decisions[NODE]) == 1
 
 
+@pytest.mark.parametrize("age", [timedelta(hours=3), timedelta(seconds=61)])
+async def test_a_stale_pressured_report_starts_no_decision(age: timedelta) -> None:
+    """The agent stopped writing while its node was pressured (under pressure it writes
+    every second): an operator started later must not act on that last word."""
+    decide, cluster, indices = decider()
+    assert await decide.on_report(report(100 * Mi, NOW - age), indices.view()) is None
+    assert cluster.calls["create_decision"] == 0 and cluster.evicted == []
+    registry = decide.metrics.registry
+    assert registry.get_sample_value("oomguard_stale_reports_total") == 1
+    assert registry.get_sample_value("oomguard_nodes_under_pressure",
+                                     {"pressure": "Stale"}) == 1
+    made = await decide.on_report(report(100 * Mi, NOW - timedelta(seconds=1)), indices.view())
+    assert made is not None  # a fresh one is acted on
+    assert registry.get_sample_value("oomguard_nodes_under_pressure",
+                                     {"pressure": "Stale"}) == 0
+
+
 def killed(action: str, **status: Any) -> dict[str, Any]:
     """A decision the agent finished: etl-1 killed on the node, etl-2 on another node."""
     return OOMDecision.model_validate({
@@ -145,6 +162,7 @@ def killed(action: str, **status: Any) -> dict[str, Any]:
     (killed("Kill"), ["batch/etl-2"]),  # the member on another node only
     (killed("Kill", phase="Executing"), []),  # not done yet
     (killed("Kill", conditions=[{"type": EVICTED, "status": "True"}]), []),  # done before
+    (killed("Kill", conditions=[{"type": EXPIRED, "status": "True"}]), []),  # too late before
 ])
 async def test_after_the_agents_kill_the_operator_evicts_what_is_left(
     body: dict[str, Any], evicted: list[str]
@@ -158,3 +176,31 @@ async def test_after_the_agents_kill_the_operator_evicts_what_is_left(
         assert {(v["name"], v["outcome"]) for v in status["victims"]} == {
             ("etl-1", "Killed"), ("etl-2", "Evicted")}
         assert [c["type"] for c in status["conditions"]] == [EVICTED]
+        assert cluster.evicted_uids == [f"u-{name.split('/')[1]}" for name in evicted]
+
+
+async def test_an_operator_back_after_days_evicts_nothing_of_an_old_kill() -> None:
+    """A KillAndEvict finished five days ago, its Evicted condition never written (the
+    operator was away): today's pods of those names may be others. It is ended as
+    Expired, never replayed."""
+    decide, cluster, _ = decider()
+    old = (NOW - timedelta(days=5)).isoformat()
+    body = killed("KillAndEvict", completionTime=old)
+    body["metadata"]["creationTimestamp"] = old
+    await decide.on_decision(body)
+    assert cluster.evicted == []
+    [(_, status)] = cluster.statuses
+    assert [(c["type"], c["reason"]) for c in status["conditions"]] == [
+        (EXPIRED, "EvictionsExpired")]
+    assert {(v["name"], v["outcome"]) for v in status["victims"]} == {
+        ("etl-1", "Killed"), ("etl-2", "Failed")}
+
+
+async def test_a_deleted_node_is_no_longer_counted_under_pressure() -> None:
+    decide, _, indices = decider(mode="DryRun")
+    await decide.on_report(report(100 * Mi), indices.view())
+    registry = decide.metrics.registry
+    assert registry.get_sample_value("oomguard_nodes_under_pressure", {"pressure": "Hard"}) == 1
+    decide.forget_node(NODE)
+    assert registry.get_sample_value("oomguard_nodes_under_pressure", {"pressure": "Hard"}) == 0
+    assert NODE not in decide.recent

@@ -13,6 +13,7 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ REPORTS = f"{OURS}/nodememoryreports"
 PEERING = "oomguard"
 """The chart's ClusterKopfPeering: its RBAC lets the operator patch that one only."""
 StartOperator = Callable[[], Awaitable[None]]
+
+
+def now() -> str:
+    """A timestamp of now, as an agent writes its reports' times."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def custom(kind: str, name: str, spec: dict[str, Any],
@@ -60,14 +66,15 @@ class Seeded:
                 self.uids["web-0"]: 300 * Mi}
 
     def report(self, available: int, usage: dict[str, int] | None = None,
-               capacity: int = 8 * Gi, observed: str = "2026-11-26T06:00:00Z") -> dict[str, Any]:
-        """The node's NodeMemoryReport as an agent writes it (created, then its status)."""
+               capacity: int = 8 * Gi) -> dict[str, Any]:
+        """The node's NodeMemoryReport as an agent writes it (created, then its status),
+        observed now."""
         return {"apiVersion": OURS, "kind": "NodeMemoryReport",
                 "metadata": {"name": self.node},
                 "status": {"node": {"capacityBytes": capacity, "availableBytes": available},
                            "pods": [{"uid": u, "usage": {"anonBytes": b}}
                                     for u, b in (self.usage if usage is None else usage).items()],
-                           "observedTime": observed, "agentVersion": "test"}}
+                           "observedTime": now(), "agentVersion": "test"}}
 
     def reported(self, available: int, **kwargs: Any) -> None:
         self.kube.store(REPORTS, self.report(available, **kwargs))
@@ -221,8 +228,7 @@ async def test_eviction_honours_the_disruption_budget_soft_then_hard(
     # Its kubelet finishes the pod; the agent's next report no longer has it.
     kube.remove("v1/pods", seeded.batch, "etl-1")
     seeded.reported(500 * Mi, usage={k: v for k, v in seeded.usage.items()
-                                     if k != seeded.uids["etl-1"]},
-                    observed="2026-11-26T06:00:01Z")
+                                     if k != seeded.uids["etl-1"]})
     second = await kube.wait_for(lambda: [
         d for d in seeded.decisions() if d["spec"]["victims"][0]["name"] == f"{seeded.shop}/web-0"
         and d["status"]["phase"] == "Completed"], timeout=20)
@@ -316,7 +322,7 @@ async def test_finished_decisions_beyond_retention_are_deleted(
     await start_operator()
     seeded.reported(500 * Mi)
     [first] = await kube.wait_for(seeded.decisions)
-    kube.patch_status(REPORTS, None, seeded.node, {"observedTime": "2026-11-26T06:00:05Z"})
+    kube.patch_status(REPORTS, None, seeded.node, {"observedTime": now()})
     await kube.wait_for(lambda: [d for d in seeded.decisions()
                                  if d["metadata"]["name"] != first["metadata"]["name"]])
     await kube.wait_for(lambda: kube.read(DECISIONS, None, first["metadata"]["name"]) is None)

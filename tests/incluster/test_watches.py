@@ -11,6 +11,7 @@ the old revision is gone from storage too)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -81,7 +82,7 @@ async def test_kopf_lists_again_after_410_and_decides_once(kube: Kube) -> None:
             "status": {"node": {"capacityBytes": 8 * Gi, "availableBytes": 500 * Mi},
                        "pods": [{"uid": web["metadata"]["uid"],
                                  "usage": {"anonBytes": 900 * Mi}}],
-                       "observedTime": "2026-11-26T06:00:00Z"}})
+                       "observedTime": datetime.now(UTC).isoformat()}})
 
     async with FaultProxy(kube) as proxy, running_operator(kube, registry, server=proxy.url):
         await kube.wait_for(lambda: status("before").get("matchedPods") == 1)

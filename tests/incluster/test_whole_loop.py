@@ -6,6 +6,7 @@ ServiceAccounts."""
 from __future__ import annotations
 
 import signal
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -143,7 +144,8 @@ async def test_operator_restarted_mid_decision_kills_nothing_twice(
         "metadata": {"name": cluster.node},
         "status": {"node": {"capacityBytes": capacity, "availableBytes": 60 * 2**20},
                    "pods": [{"uid": p.uid, "usage": {"anonBytes": b * 2**20}}
-                            for p, b in ((etl[0], 8), (etl[1], 120), (db, 40))]}})
+                            for p, b in ((etl[0], 8), (etl[1], 120), (db, 40))],
+                   "observedTime": datetime.now(UTC).isoformat()}})
 
     async with _operator(kube):
         await kube.wait_for(lambda: [d for d in cluster.decisions()

@@ -19,12 +19,15 @@ from oomguard.api import NodeMemoryReport, OOMDecision, VictimStatus
 from oomguard.controller.metrics import OperatorMetrics
 from oomguard.controller.view import ALL, ClusterView
 from oomguard.decisions import (
+    EVICT_WITHIN,
     VictimResult,
     decision_from_outcome,
     escalated,
+    evictions_expired,
     finished,
     is_finished,
     left_to_evict,
+    too_late_to_evict,
     with_evictions,
 )
 from oomguard.engine import decide, join_members_elsewhere
@@ -42,6 +45,11 @@ Apart from the loop's default executor, so that a decision whose groups span hun
 pods never holds back the creation of another node's decision."""
 
 
+STALE_AFTER = 60.0
+"""Seconds after its heartbeat a pressured report stops counting: under pressure an agent
+writes every second, so a pressured report this old means the agent has stopped."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -53,8 +61,15 @@ class Decider:
     recent: dict[str, OOMDecision] = field(default_factory=dict)
     """The latest decision per node, until the decisions index has caught up."""
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    stale_after: float = STALE_AFTER
+    """A pressured report whose heartbeat is older than this many seconds starts no
+    decision (see STALE_AFTER)."""
+    evict_within: float = EVICT_WITHIN
+    """After a kill, what is left to evict is evicted within this many seconds of its
+    end or not at all (see decisions.EVICT_WITHIN)."""
     _pressure: dict[str, str] = field(default_factory=dict)
     _finished: set[str] = field(default_factory=set)
+    _stale: set[str] = field(default_factory=set)
     _writers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         WRITERS, thread_name_prefix="oomguard-writes"))
 
@@ -74,10 +89,24 @@ class Decider:
         arrived = time.monotonic()
         now = self.clock()
         seen = report.status.heartbeat_time or report.status.observed_time
-        if seen is not None:
-            self.metrics.report_age.observe(max((now - seen).total_seconds(), 0.0))
+        age = None if seen is None else max((now - seen).total_seconds(), 0.0)
+        if age is not None:
+            self.metrics.report_age.observe(age)
         pressure = assess_node(report.status.node, list(view.policies.get(ALL, ())), node,
                                next(iter(view.nodes.get(node, ())), {})).pressure
+        if pressure != "None" and (age is None or age > self.stale_after):
+            # The agent stopped writing (or never said when): its last word is no reason
+            # to act now. An operator started long after would otherwise evict on it.
+            self._count_pressure(node, "Stale")
+            self.metrics.stale_reports.inc()
+            if node not in self._stale:
+                self._stale.add(node)
+                log.warning("node %s: report says %s pressure but %s (bound %gs): no "
+                            "decision until a fresh one", node, pressure,
+                            "says not when it was observed" if age is None
+                            else f"is {age:.0f}s old", self.stale_after)
+            return None
+        self._stale.discard(node)
         self._count_pressure(node, pressure)
         if pressure == "None":
             return None  # the common case: no snapshot, no engine
@@ -117,6 +146,14 @@ class Decider:
         evicting = left_to_evict(decision)
         if not evicting:
             return
+        now = self.clock()
+        if too_late_to_evict(decision, now=now, within=self.evict_within):
+            log.warning("decision %s: %d pods not evicted: the kill finished more than %gs "
+                        "ago", decision.metadata.name, len(evicting), self.evict_within)
+            await asyncio.to_thread(
+                self.cluster.patch_decision_status, decision.metadata.name,
+                evictions_expired(decision, at=now, within=self.evict_within))
+            return
         results = dict(zip((v.uid for v in evicting), await self._each(
             self._evicted, evicting), strict=True))
         await asyncio.to_thread(self.cluster.patch_decision_status, decision.metadata.name,
@@ -129,6 +166,14 @@ class Decider:
     def forget(self, name: str) -> None:
         """A decision was deleted: nothing about it needs remembering."""
         self._finished.discard(name)
+
+    def forget_node(self, node: str) -> None:
+        """A node's report was deleted (with its node): the node is no longer counted
+        under pressure, and nothing about it is kept."""
+        self._count_pressure(node, "None")
+        self._pressure.pop(node, None)
+        self._stale.discard(node)
+        self.recent.pop(node, None)
 
     async def _each(self, write: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """`write` for every item, one after another, on one of the writers: one thread
@@ -169,7 +214,7 @@ class Decider:
         return decision
 
     def _evicted(self, victim: VictimStatus) -> VictimResult:
-        eviction = self.cluster.evict(victim.namespace, victim.name)
+        eviction = self.cluster.evict(victim.namespace, victim.name, victim.uid)
         return VictimResult(eviction.outcome, eviction.message)
 
     def _timed_eviction(self, victim: VictimStatus) -> VictimResult:

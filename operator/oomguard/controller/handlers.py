@@ -94,7 +94,9 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
     async def report(body: kopf.Body, type: str | None, **indices: Any) -> None:
         cluster = view(indices)
         housekeeper.poke(cluster)
-        if type != "DELETED":
+        if type == "DELETED":
+            decider.forget_node(str(body.get("metadata", {}).get("name", "")))
+        else:
             await decider.on_report(dict(body), cluster)
 
     @kopf.on.event(GROUP, VERSION, DECISIONS, registry=registry)

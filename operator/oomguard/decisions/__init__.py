@@ -2,11 +2,14 @@
 that happens to it after (lifecycle). Pure: no I/O, no clock of its own."""
 
 from oomguard.decisions.lifecycle import (
+    EVICT_WITHIN,
     EVICTED,
     EXECUTABLE_ACTIONS,
+    EXPIRED,
     VictimResult,
     claimed,
     escalated,
+    evictions_expired,
     executable,
     finished,
     finished_phase,
@@ -16,6 +19,7 @@ from oomguard.decisions.lifecycle import (
     left_to_evict,
     on_node,
     substituted,
+    too_late_to_evict,
     with_evictions,
     with_results,
 )
@@ -28,7 +32,9 @@ from oomguard.decisions.record import (
 
 __all__ = [
     "EVICTED",
+    "EVICT_WITHIN",
     "EXECUTABLE_ACTIONS",
+    "EXPIRED",
     "NODE_LABEL",
     "RANKING_SHOWN",
     "VictimResult",
@@ -36,6 +42,7 @@ __all__ = [
     "decision_from_outcome",
     "decision_name",
     "escalated",
+    "evictions_expired",
     "executable",
     "finished",
     "finished_phase",
@@ -45,6 +52,7 @@ __all__ = [
     "left_to_evict",
     "on_node",
     "substituted",
+    "too_late_to_evict",
     "with_evictions",
     "with_results",
 ]

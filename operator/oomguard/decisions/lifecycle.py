@@ -33,6 +33,11 @@ DONE = frozenset({"Killed", "Evicted", "AlreadyGone", "Pending"})
 (Pending: on another node, for the operator to evict)."""
 EVICTED = "Evicted"
 """Condition the operator adds once it has evicted a kill's pods."""
+EXPIRED = "Expired"
+"""Condition of a decision not carried out in time: never acted on afterwards."""
+EVICT_WITHIN = 60.0
+"""Seconds after a kill finished within which the operator still evicts what it left;
+later the decision is stale (an operator that was away comes back to old decisions)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ def claimed(decision: OOMDecision, *, now: datetime, max_age: float) -> OOMDecis
     created = decision.metadata.creation_timestamp
     if created is not None and (now - created).total_seconds() > max_age:
         expired = Condition(
-            type="Expired", status="True", reason="Expired", last_transition_time=now,
+            type=EXPIRED, status="True", reason="Expired", last_transition_time=now,
             message=f"not executed within {max_age:g}s of the decision: the node has "
             "changed since")
         return status.model_copy(update={
@@ -152,7 +157,7 @@ def left_to_evict(decision: OOMDecision) -> list[VictimStatus]:
     spec, status = decision.spec, decision.status
     if (spec.mode != "Enforce" or spec.action not in EXECUTABLE_ACTIONS
             or not is_finished(status) or status is None
-            or any(c.type == EVICTED for c in status.conditions)):
+            or any(c.type in (EVICTED, EXPIRED) for c in status.conditions)):
         return []
     here = on_node(decision, spec.node_name)
     return [v for v in status.victims if v.uid not in here or (
@@ -173,6 +178,33 @@ def with_evictions(decision: OOMDecision, results: Mapping[str, VictimResult], *
                         last_transition_time=at)
     return {"victims": [v.wire() for v in victims],
             "conditions": [c.wire() for c in [*decision.status.conditions, evicted]]}
+
+
+def too_late_to_evict(decision: OOMDecision, *, now: datetime,
+                      within: float = EVICT_WITHIN) -> bool:
+    """Whether the kill finished longer ago than `within` seconds (by its completion time,
+    else its creation; with neither it cannot be dated, and is taken as stale)."""
+    status = decision.status
+    done = (status.completion_time if status is not None else None
+            ) or decision.metadata.creation_timestamp
+    return done is None or (now - done).total_seconds() > within
+
+
+def evictions_expired(decision: OOMDecision, *, at: datetime,
+                      within: float = EVICT_WITHIN) -> dict[str, Any]:
+    """The status fields that end a stale decision's evictions: the pods left to the
+    operator Failed, and the Expired condition, so that it is never replayed."""
+    assert decision.status is not None
+    left = {v.uid for v in left_to_evict(decision)}
+    here = on_node(decision, decision.spec.node_name)
+    message = (f"not evicted: the kill finished more than {within:g}s ago, and the pods "
+               "may have been replaced since")
+    victims = with_results(decision.status.victims, {
+        uid: VictimResult("Failed", message) for uid in left if uid not in here})
+    expired = Condition(type=EXPIRED, status="True", reason="EvictionsExpired",
+                        message=message, last_transition_time=at)
+    return {"victims": [v.wire() for v in victims],
+            "conditions": [c.wire() for c in [*decision.status.conditions, expired]]}
 
 
 def for_create(decision: OOMDecision) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -63,9 +63,14 @@ class Cluster:
             if error.status != 404:
                 raise
 
-    def evict(self, namespace: str, name: str) -> Eviction:
-        """Evict through the Eviction API, so that disruption budgets are honoured."""
-        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+    def evict(self, namespace: str, name: str, uid: str) -> Eviction:
+        """Evict through the Eviction API, so that disruption budgets are honoured; only
+        the pod with this UID (a precondition the API server checks): a pod of the same
+        name made since is another pod."""
+        body = client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+            delete_options=client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(uid=uid)))
         try:
             self.core.create_namespaced_pod_eviction(name, namespace, body)
         except ApiException as error:
@@ -73,6 +78,9 @@ class Cluster:
                 return Eviction("Refused", f"disruption budget: {_reason(error)}")
             if error.status == 404:
                 return Eviction("AlreadyGone", "pod not found")
+            if error.status == 409:
+                return Eviction("AlreadyGone", f"the pod named so is another one now, not "
+                                f"UID {uid}: {_reason(error)}")
             return Eviction("Failed", f"{error.status}: {_reason(error)}")
         return Eviction("Evicted")
 

@@ -20,6 +20,7 @@ from oomguard.controller.view import (
     index_owner,
     index_pod,
 )
+from oomguard.inputs import LastGood
 from oomguard.kube import Cluster, Eviction
 
 Obj = dict[str, Any]
@@ -44,6 +45,10 @@ class RecordingCluster(Cluster):
         """Answers other than Evicted, by namespace/name (a budget's Refused, say)."""
         self.statuses: list[tuple[str, dict[str, Any]]] = []
         """Decision status writes, in order."""
+        self.settings_statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        """The last status written for each policy ("", name) and priority (ns, name)."""
+        self.events: list[tuple[dict[str, str], str, str]] = []
+        """Events made: involved object, reason, message."""
 
     def _call(self, name: str) -> None:
         """Count the call, and wait as long as an API server would answer."""
@@ -65,9 +70,11 @@ class RecordingCluster(Cluster):
 
     def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         self.calls["patch_policy_status"] += 1
+        self.settings_statuses[("", name)] = status
 
     def patch_priority_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.calls["patch_priority_status"] += 1
+        self.settings_statuses[(namespace, name)] = status
 
     def delete_decision(self, name: str) -> None:
         self.calls["delete_decision"] += 1
@@ -81,6 +88,7 @@ class RecordingCluster(Cluster):
     def event(self, involved: dict[str, str], reason: str, message: str,
               kind: Any = "Warning") -> None:
         self._call("event")
+        self.events.append((involved, reason, message))
 
 
 @dataclass
@@ -114,10 +122,12 @@ class Indices:
         for owner in owners:
             add(indices.replicasets if owner["kind"] == "ReplicaSet" else indices.jobs,
                 index_owner(owner))
+        parsed_policies = LastGood("OOMPolicy", OOMPolicy.model_validate)
+        parsed_priorities = LastGood("OOMPriority", OOMPriority.model_validate)
         for policy in policies:
-            add(indices.policies, index_model(OOMPolicy, policy, ALL))
+            add(indices.policies, index_model(parsed_policies, policy, ALL))
         for priority in priorities:
-            add(indices.priorities, index_model(OOMPriority, priority,
+            add(indices.priorities, index_model(parsed_priorities, priority,
                                                 priority["metadata"]["namespace"]))
         for namespace, labels in (namespaces or {}).items():
             add(indices.namespaces, {namespace: {

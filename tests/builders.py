@@ -58,8 +58,10 @@ def priority(name: str, namespace: str = "default", **spec: Any) -> OOMPriority:
     )
 
 
-def decision(name: str, victims: list[Pod], *, phase: str = "Executing",
+def decision(name: str, victims: list[Pod], *, phase: str | None = "Executing",
              started: datetime | None = None, mode: str = "Enforce") -> OOMDecision:
+    """A decision for NODE (phase None: without a status, as created before its status
+    is written)."""
     return OOMDecision.model_validate({
         "metadata": {"name": name, "creationTimestamp": (started or NOW).isoformat()},
         "spec": {
@@ -71,7 +73,7 @@ def decision(name: str, victims: list[Pod], *, phase: str = "Executing",
                 "pods": [{"namespace": v.namespace, "name": v.name, "uid": v.uid}],
             } for v in victims],
         },
-        "status": {"phase": phase},
+        **({"status": {"phase": phase}} if phase else {}),
     })
 
 

@@ -12,6 +12,7 @@ from oomguard.api import OOMDecision
 from oomguard.decisions import (
     EVICTED,
     VictimResult,
+    abandoned,
     claimed,
     escalated,
     executable,
@@ -150,3 +151,29 @@ def test_a_create_leaves_the_status_for_its_subresource() -> None:
     body, status = for_create(decision())
     assert "status" not in body
     assert status is not None and status["phase"] == "Pending"
+
+
+@pytest.mark.parametrize(("phase", "age_seconds", "ends"), [
+    ("Executing", 3600, True),  # its agent crashed mid-kill
+    ("Pending", 3600, True),  # no agent ever claimed it
+    ("Executing", 60, False),  # still within the bound
+    ("Completed", 3600, False),  # finished: nothing to end
+    ("Failed", 3600, False),
+])
+def test_an_abandoned_decision_is_ended_with_the_reason(phase: str, age_seconds: int,
+                                                         ends: bool) -> None:
+    old = decision(phase=phase, age=timedelta(seconds=age_seconds))
+    ended = abandoned(old, now=NOW)
+    if not ends:
+        assert ended is None
+        return
+    assert ended is not None and ended["phase"] == "Failed"
+    [condition] = ended["conditions"]
+    assert (condition["type"], condition["reason"]) == ("Expired", "Abandoned")
+    assert f"left {phase}" in condition["message"]
+
+
+def test_a_decision_left_without_status_is_ended_too() -> None:
+    old = decision(age=timedelta(hours=1)).model_copy(update={"status": None})
+    ended = abandoned(old, now=NOW)
+    assert ended is not None and "without a status" in ended["conditions"][0]["message"]

@@ -74,17 +74,24 @@ def test_dry_run_policy_still_decides() -> None:
     ("available", "age_seconds", "phase", "mode", "blocked"),
     [
         (1 * Gi, 1, "Executing", "Enforce", True),  # victim still there: wait
-        (1 * Gi, 3600, "Executing", "Enforce", True),  # Soft: wait however long
+        (1 * Gi, 100, "Executing", "Enforce", True),  # Soft: wait, within the bound
+        (1 * Gi, 3600, "Executing", "Enforce", False),  # its agent crashed: not forever
+        (1 * Gi, 3600, None, "Enforce", False),  # its operator crashed before the status
+        (1 * Gi, 100, None, "Enforce", True),
+        (1 * Gi, 3600, "Completed", "Enforce", False),  # the kubelet restarted the pod
         (100 * Mi, 1, "Executing", "Enforce", True),  # Hard, within cooldown: wait
         (100 * Mi, 15, "Executing", "Enforce", False),  # Hard after cooldown: escalate
         (100 * Mi, 1, "Completed", "Enforce", True),  # completed, cgroup still there
         (1 * Gi, 1, "Failed", "Enforce", False),  # failed: select again
         (1 * Gi, 1, "DryRun", "DryRun", False),  # dry runs act on nothing
     ],
-    ids=["soft-wait", "soft-wait-long", "hard-in-cooldown", "hard-after-cooldown",
+    ids=["soft-wait", "soft-wait-long", "executing-abandoned", "no-status-abandoned",
+         "no-status-recent", "completed-pod-restarted", "hard-in-cooldown",
+         "hard-after-cooldown",
          "completed-still-present", "failed", "dry-run"],
 )
-def test_in_flight_victims_block_new_victims(available: int, age_seconds: int, phase: str,
+def test_in_flight_victims_block_new_victims(available: int, age_seconds: int,
+                                              phase: str | None,
                                               mode: str, blocked: bool) -> None:
     old = pod("old")
     started = NOW - timedelta(seconds=age_seconds)

@@ -49,7 +49,7 @@ from oomguard.api import (
 from oomguard.api.meta import ObjectMeta
 from oomguard.decisions import NODE_LABEL, VictimResult, executable, substituted
 from oomguard.engine import Outcome, Pod
-from oomguard.inputs import Inputs, pod_from_manifest
+from oomguard.inputs import Inputs, LastGood, pod_from_manifest
 from oomguard.kube import Backoff, NodeApi, Reflector, Resource, UnreachableError
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,11 @@ class NodeCaches:
         core = ("", "v1")
         self.pods = Reflector(api, Resource(*core, "pods", field_selector=f"spec.nodeName={node}"),
                               pod_from_manifest)
+        # An edit that does not parse leaves the last good version in force.
         self.policies = Reflector(api, Resource(GROUP, VERSION, POLICIES),
-                                  OOMPolicy.model_validate)
+                                  LastGood("OOMPolicy", OOMPolicy.model_validate).parse)
         self.priorities = Reflector(api, Resource(GROUP, VERSION, PRIORITIES),
-                                    OOMPriority.model_validate)
+                                    LastGood("OOMPriority", OOMPriority.model_validate).parse)
         self.namespaces = Reflector(api, Resource(*core, "namespaces"), _meta)
         self.nodes = Reflector(api, Resource(*core, "nodes",
                                              field_selector=f"metadata.name={node}"), _meta)

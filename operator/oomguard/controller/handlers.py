@@ -28,6 +28,7 @@ from oomguard.controller.view import (
     index_owner,
     index_pod,
 )
+from oomguard.inputs import LastGood
 
 GC_THRESHOLDS = (20_000, 10, 10)
 """Young collections every 20,000 allocations instead of 700: with the caches frozen, the
@@ -51,7 +52,11 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
     loaded indices are moved out of the garbage collector's generations once: otherwise
     each full collection walks the whole cluster's objects; see settle_garbage_collector."""
     kopf_fixes.apply()
-    housekeeper = Housekeeper(decider.cluster, options or Options())
+    policies = LastGood("OOMPolicy", OOMPolicy.model_validate)
+    priorities = LastGood("OOMPriority", OOMPriority.model_validate)
+    housekeeper = Housekeeper(decider.cluster, options or Options(),
+                              rejections=lambda: [*policies.rejections(),
+                                                  *priorities.rejections()])
 
     def index(*resource: str, id: str) -> Any:
         return kopf.index(*resource, id=id, registry=registry)
@@ -60,9 +65,9 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
     index("apps", "v1", "replicasets", id="replicasets")(lambda body, **_: index_owner(body))
     index("batch", "v1", "jobs", id="jobs")(lambda body, **_: index_owner(body))
     index(GROUP, VERSION, "oompolicies", id="policies")(
-        lambda body, **_: index_model(OOMPolicy, body, ALL))
+        lambda body, **_: index_model(policies, body, ALL))
     index(GROUP, VERSION, "oompriorities", id="priorities")(
-        lambda body, namespace, **_: index_model(OOMPriority, body, namespace))
+        lambda body, namespace, **_: index_model(priorities, body, namespace))
     index("v1", "namespaces", id="namespaces")(
         lambda name, labels, **_: {name: dict(labels)})
     index("v1", "nodes", id="nodes")(lambda name, labels, **_: {name: dict(labels)})
@@ -114,5 +119,8 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
 
     @kopf.on.event(GROUP, VERSION, "oompriorities", registry=registry)
     @kopf.on.event(GROUP, VERSION, "oompolicies", registry=registry)
-    async def settings_changed(**indices: Any) -> None:
+    async def settings_changed(type: str | None, uid: str, **indices: Any) -> None:
+        if type == "DELETED":
+            policies.forget(uid)
+            priorities.forget(uid)
         housekeeper.poke(view(indices))

@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from oomguard.api import OOMDecision, OOMPolicy, OOMPriority
+from oomguard.api import GROUP, VERSION, OOMDecision, OOMPolicy, OOMPriority
 from oomguard.controller.statuses import (
     expired,
     namespace_reports,
     policy_status,
     priority_status,
+    refusing,
 )
 from oomguard.controller.view import ALL, ClusterView
+from oomguard.decisions import abandoned
+from oomguard.inputs import Rejection
 from oomguard.kube import Cluster
 
 log = logging.getLogger(__name__)
@@ -37,8 +41,13 @@ class Housekeeper:
     """Coalesces pokes (a report, a priority, a policy or a decision changed) into at most
     one round per interval, and always runs one more round after the last poke."""
 
-    def __init__(self, cluster: Cluster, options: Options) -> None:
+    def __init__(self, cluster: Cluster, options: Options, *,
+                 rejections: Callable[[], list[Rejection]] = list) -> None:
         self.cluster, self.options = cluster, options
+        self.rejections = rejections
+        """Versions of policies and priorities that did not parse (the last good ones stay
+        in force): their statuses say so, and a Warning Event once per version."""
+        self._announced: set[tuple[str, int | None]] = set()
         self._due = 0.0
         self._view: ClusterView | None = None
         self._poked = False
@@ -68,6 +77,7 @@ class Housekeeper:
 
     async def _statuses(self, view: ClusterView) -> None:
         now = datetime.now(UTC)
+        refused = {(r.kind, r.namespace, r.name): r for r in self.rejections()}
         policies: list[OOMPolicy] = list(view.policies.get(ALL, ()))
         nodes: dict[str, dict[str, str]] = {
             name: next(iter(store), {}) for name, store in view.nodes.items()}
@@ -75,7 +85,8 @@ class Housekeeper:
         for policy in policies:
             status = policy_status(policy, policies=policies, nodes=nodes, decisions=decisions,
                                    previous=self._previous("policy", "", policy), now=now)
-            await self._write("policy", "", policy, status)
+            rejection = refused.pop(("OOMPolicy", "", policy.metadata.name), None)
+            await self._write("policy", "", policy, refusing(status, rejection, now=now))
         for namespace, store in view.priorities.items():
             siblings: list[OOMPriority] = list(store)
             reports = namespace_reports(
@@ -85,13 +96,50 @@ class Housekeeper:
                 status = priority_status(obj, reports[obj.metadata.name],
                                          previous=self._previous("priority", namespace, obj),
                                          now=now)
-                await self._write("priority", namespace, obj, status)
+                rejection = refused.pop(("OOMPriority", namespace, obj.metadata.name), None)
+                await self._write("priority", namespace, obj,
+                                  refusing(status, rejection, now=now))
+        for rejection in refused.values():  # never valid: nothing indexed, only the refusal
+            await self._write_refusal(rejection, refusing({}, rejection, now=now))
+        for rejection in self.rejections():
+            await self._announce(rejection)
+
+    async def _write_refusal(self, rejection: Rejection, status: dict[str, Any]) -> None:
+        key = (rejection.kind, rejection.namespace, rejection.name)
+        if _same(self._written.get(key, {}), status):
+            return
+        self._written[key] = status
+        if rejection.kind == "OOMPolicy":
+            await asyncio.to_thread(self.cluster.patch_policy_status, rejection.name, status)
+        else:
+            await asyncio.to_thread(self.cluster.patch_priority_status, rejection.namespace,
+                                    rejection.name, status)
+
+    async def _announce(self, rejection: Rejection) -> None:
+        """A Warning Event on the object, once per refused version."""
+        key = (rejection.uid, rejection.generation)
+        if key in self._announced:
+            return
+        self._announced.add(key)
+        involved = {"kind": rejection.kind, "name": rejection.name, "uid": rejection.uid,
+                    "apiVersion": f"{GROUP}/{VERSION}"}
+        if rejection.namespace:
+            involved["namespace"] = rejection.namespace
+        await asyncio.to_thread(self.cluster.event, involved, "OOMGuardRejected",
+                                rejection.message, "Warning")
 
     async def _retention(self, view: ClusterView) -> None:
         now = datetime.now(UTC)
         for store in view.decisions.values():
             same_node: list[OOMDecision] = list(store)
             for decision in same_node:
+                ended = abandoned(decision, now=now)
+                if ended is not None:
+                    log.warning("decision %s: %s", decision.metadata.name,
+                                ended["conditions"][-1]["message"])
+                    await asyncio.to_thread(self.cluster.patch_decision_status,
+                                            decision.metadata.name, ended)
+                    continue
                 if expired(decision, same_node, now=now, keep_for=self.options.keep_for,
                            keep_per_node=self.options.keep_per_node):
                     await asyncio.to_thread(self.cluster.delete_decision,

@@ -15,6 +15,7 @@ from oomguard.engine import Pod
 from oomguard.engine.model import PriorityReport
 from oomguard.engine.pressure import select_policy
 from oomguard.engine.priorities import resolve
+from oomguard.inputs import Rejection
 
 CLUSTER_WIDE = "(cluster-wide)"
 """Node name for choosing the policy whose tenant bounds an OOMPriority's status shows: the
@@ -100,6 +101,19 @@ def policy_status(obj: OOMPolicy, *, policies: list[OOMPolicy],
                                   generation=obj.metadata.generation,
                                   previous=previous.get("conditions", []), now=now)],
     }
+
+
+def refusing(status: dict[str, Any], rejection: Rejection | None, *,
+             now: datetime) -> dict[str, Any]:
+    """The status with the refusal of a newer version in its Ready condition: False,
+    reason Invalid, naming the fields and what stays in force. Unchanged without one."""
+    if rejection is None:
+        return status
+    previous = status.get("conditions", [])
+    ready = _condition("Ready", False, "Invalid", rejection.message,
+                       generation=rejection.generation, previous=previous, now=now)
+    return {**status, "conditions": [
+        ready, *(c for c in previous if c.get("type") != "Ready")]}
 
 
 def expired(decision: OOMDecision, same_node: Iterable[OOMDecision], *, now: datetime,

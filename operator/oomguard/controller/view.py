@@ -18,6 +18,7 @@ from oomguard.engine.grouping import Workloads, may_join
 from oomguard.inputs import (
     Budget,
     Inputs,
+    LastGood,
     budget_from_manifest,
     owner_from_manifest,
     pod_from_manifest,
@@ -49,14 +50,13 @@ def index_owner(body: Mapping[str, Any]) -> dict[str, Owner]:
     return {owner.uid: owner}
 
 
-def index_model(model: type[OOMPolicy] | type[OOMPriority], body: Mapping[str, Any],
-                key: str) -> dict[str, Any]:
-    """An object of ours, parsed; one that does not parse is left out (its status says
-    why, written by the handler that validates it)."""
-    try:
-        return {key: model.model_validate(dict(body))}
-    except ValidationError:
-        return {}
+def index_model(parse: LastGood[OOMPolicy] | LastGood[OOMPriority],
+                body: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """An object of ours, parsed; where an edit does not parse, its last good version
+    (housekeeping reports the refusal in its status and an Event); left out only if it
+    never parsed."""
+    parsed = parse.parse(body)
+    return {} if parsed is None else {key: parsed}
 
 
 def index_decision(body: Mapping[str, Any]) -> dict[str, OOMDecision]:

@@ -23,6 +23,7 @@ from oomguard.api import OOMDecision, OOMDecisionStatus, VictimStatus
 from oomguard.api.decision import TERMINAL_PHASES, VictimOutcome
 from oomguard.api.meta import Condition
 from oomguard.decisions.record import decision_name
+from oomguard.engine.victims import IN_FLIGHT_SECONDS
 
 EXECUTABLE_ACTIONS = ("Kill", "KillAndEvict")
 """What a node's agent executes; the operator carries out Evict itself."""
@@ -205,6 +206,29 @@ def evictions_expired(decision: OOMDecision, *, at: datetime,
                         message=message, last_transition_time=at)
     return {"victims": [v.wire() for v in victims],
             "conditions": [c.wire() for c in [*decision.status.conditions, expired]]}
+
+
+def abandoned(decision: OOMDecision, *, now: datetime,
+              bound: float = IN_FLIGHT_SECONDS) -> dict[str, Any] | None:
+    """The status that ends a decision its writer left unfinished: without a status (the
+    operator stopped between create and status), or Pending or Executing (the agent
+    stopped), longer than `bound` seconds after it was made. The engine has stopped
+    counting it in flight by then; this says so on the object. None if it is not."""
+    status = decision.status
+    if status is not None and status.phase in TERMINAL_PHASES:
+        return None
+    made = (status.start_time if status else None) or decision.metadata.creation_timestamp
+    if made is not None and (now - made).total_seconds() <= bound:
+        return None
+    left = "without a status" if status is None else status.phase
+    message = (f"left {left} for more than {bound:g}s: the agent or operator writing it "
+               "stopped; it no longer holds the node back")
+    condition = Condition(type=EXPIRED, status="True", reason="Abandoned",
+                          message=message, last_transition_time=now)
+    current = status or OOMDecisionStatus()
+    return current.model_copy(update={
+        "phase": "Failed", "completion_time": now,
+        "conditions": [*current.conditions, condition]}).wire()
 
 
 def for_create(decision: OOMDecision) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -10,6 +10,13 @@ from datetime import datetime
 from oomguard.api import OOMDecision, Pressure
 from oomguard.engine.model import Ranked
 
+IN_FLIGHT_SECONDS = 120.0
+"""How long after its start a decision can hold the node back at all. A kill's memory is
+free within seconds, an eviction's within its grace period; a decision older than this
+that still holds a pod means its writer stopped (an agent that crashed while Executing,
+an operator that crashed between create and status) or the kubelet restarted the killed
+containers in the same pod: it must not bar new victims, nor protect its pods, forever."""
+
 
 @dataclass(frozen=True)
 class InFlight:
@@ -35,7 +42,8 @@ def in_flight(
     """A victim still present is still releasing memory: it bars a new victim until it is
     gone, or until the cooldown passed and pressure is still Hard. Dry runs and failed
     decisions never bar anything. A pod whose eviction was refused (a disruption budget)
-    is left alone for the cooldown, so that the next candidate is taken."""
+    is left alone for the cooldown, so that the next candidate is taken. A decision older
+    than IN_FLIGHT_SECONDS holds nothing."""
     # Ties are broken on (start, name), newest wins, so input order never matters.
     pods: dict[str, tuple[datetime, str]] = {}
     refused: dict[str, tuple[datetime, str]] = {}
@@ -53,6 +61,8 @@ def in_flight(
                 ):
                     refused[victim.uid] = mark
         if status is not None and status.phase in ("Failed", "DryRun"):
+            continue
+        if (now - mark[0]).total_seconds() > IN_FLIGHT_SECONDS:
             continue
         chosen = [p.uid for v in spec.victims for p in v.pods if p.uid in present]
         if not chosen:

@@ -1,6 +1,7 @@
 """Kubernetes YAML documents and API objects turned into the engine's inputs, checked as
 strictly as the API server checks them."""
 
+from oomguard.inputs.lastgood import LastGood, Rejection
 from oomguard.inputs.manifests import (
     Budget,
     Inputs,
@@ -15,6 +16,8 @@ from oomguard.inputs.manifests import (
 __all__ = [
     "Budget",
     "Inputs",
+    "LastGood",
+    "Rejection",
     "add_object",
     "budget_exhausted",
     "budget_from_manifest",

@@ -28,6 +28,7 @@ from oomguard.api import (
 from oomguard.api.meta import LabelSelector, ObjectMeta
 from oomguard.api.quantity import Quantity
 from oomguard.engine import Owner, OwnerRef, Pod, Snapshot
+from oomguard.inputs.lastgood import field_path, reason
 
 CRITICAL_PRIORITY_CLASSES = frozenset({"system-node-critical", "system-cluster-critical"})
 SYSTEM_CRITICAL_PRIORITY = 2_000_000_000
@@ -233,13 +234,6 @@ class Inputs:
         return self.snapshot(node, report.status.node, report.status.pods, now=now)
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(object)"
-
-
 def _describe(obj: dict[str, Any]) -> str:
     kind = obj.get("kind") or "object without kind"
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
@@ -316,7 +310,7 @@ def load_files(paths: Iterable[Path]) -> Inputs:
             except ValidationError as exc:
                 for err in exc.errors():
                     inputs.errors.append(
-                        f"{where}: {what}: field {_field_path(err['loc'])}: {err['msg']}"
+                        f"{where}: {what}: field {field_path(err['loc'])}: {reason(err['msg'])}"
                     )
             except ValueError as exc:
                 inputs.errors.append(f"{where}: {what}: {exc}")

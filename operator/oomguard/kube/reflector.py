@@ -48,15 +48,16 @@ class Reflector(Generic[T]):
     Gone; back off while the API server is unreachable. The copy survives outages: stale
     is better than nothing when the agent must act alone.
 
-    `decode` turns an object into what is kept (an object it rejects is dropped, with a
-    warning); `listener` sees every object stored, listed or watched."""
+    `decode` turns an object into what is kept (an object it rejects, raising ValueError,
+    is dropped with a warning; None: nothing to keep, as a LastGood says of an object
+    that never parsed); `listener` sees every object stored, listed or watched."""
 
     WATCH_SECONDS = (240, 300)
     SHORT_WATCH = 1.0
     """A watch that ends sooner than this (a proxy closing it, say) is retried after a
     backoff, not at once."""
 
-    def __init__(self, api: NodeApi, res: Resource, decode: Callable[[Obj], T], *,
+    def __init__(self, api: NodeApi, res: Resource, decode: Callable[[Obj], T | None], *,
                  listener: Callable[[Obj], None] | None = None) -> None:
         self.api, self.res, self.decode, self.listener = api, res, decode, listener
         self.synced = threading.Event()

@@ -307,8 +307,11 @@ async def through_server(samples: int, warmup: int, nodes: int, pods_per_node: i
 
 async def _server_run(kube: Kube, model: ClusterModel, samples: int, warmup: int,
                       workdir: Path) -> dict[str, Any]:
-    agent_who = kube.identity("oomguard-agent")
-    agent = client.CustomObjectsApi(kube.api_client(agent_who))
+    # Each node's agent writes its own report (the chart's admission policy allows no other).
+    agents = {node: kube.agent_for(node) for node in model.nodes}
+    writers = {node: client.CustomObjectsApi(kube.api_client(who))
+               for node, who in agents.items()}
+    credentials = {who.credential for who in agents.values()}
     operator_config = kube.kubeconfig(workdir / "operator.kubeconfig",
                                       kube.identity("oomguard-operator"))
     gone: set[str] = set()
@@ -325,8 +328,8 @@ async def _server_run(kube: Kube, model: ClusterModel, samples: int, warmup: int
             status = model.report_status(node, "Soft", gone)
             before = {d["metadata"]["name"] for d in _decisions_of(kube, node)}
             sent = time.time()
-            await asyncio.to_thread(agent.patch_cluster_custom_object_status, GROUP, VERSION,
-                                    "nodememoryreports", node, {"status": status})
+            await asyncio.to_thread(writers[node].patch_cluster_custom_object_status, GROUP,
+                                    VERSION, "nodememoryreports", node, {"status": status})
             returned = time.time()
             [final] = await kube.wait_for(lambda node=node, before=before: [
                 d for d in _decisions_of(kube, node) if d["metadata"]["name"] not in before
@@ -345,7 +348,7 @@ async def _server_run(kube: Kube, model: ClusterModel, samples: int, warmup: int
     for r in rows:
         name = r["decision"]
         written = max(c.completed for c in calls if c.resource == "nodememoryreports"
-                      and c.name == r["node"] and c.credential == agent_who.credential
+                      and c.name == r["node"] and c.credential in credentials
                       and c.completed <= _created(calls, name))
         r["created_ms"] = (_created(calls, name) - written) * 1e3
         writes = [c for c in calls if c.resource == "oomdecisions" and c.name == name

@@ -246,10 +246,15 @@ class ClusterSession:
             time.sleep(0.05)  # the apiextensions controller establishes it
 
     def identity(self, account: str, namespace: str = NAMESPACE, *,
-                 name: str | None = None) -> Identity:
+                 name: str | None = None, pod: Obj | None = None) -> Identity:
         """A new token of a ServiceAccount (TokenRequest, as the kubelet asks for a pod's
-        projected token)."""
+        projected token); bound to `pod` if given, as the kubelet binds it: the API server
+        then names the pod's node in the token's user extra."""
         spec: Obj = {"expirationSeconds": 3600}
+        if pod is not None:
+            spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Pod",
+                                      "name": pod["metadata"]["name"],
+                                      "uid": pod["metadata"]["uid"]}
         answer = self.rest.call("POST", _path("v1/serviceaccounts", namespace, account, "token"),
                                 {"apiVersion": "authentication.k8s.io/v1",
                                  "kind": "TokenRequest", "spec": spec})
@@ -286,6 +291,7 @@ class Kube:
         self.suffix = f"t{session.next_test()}"
         self.audit_from = session.audit.end()
         self.created: list[tuple[str, str | None, str]] = []
+        self._agents: dict[str, Identity] = {}
 
     # --- names and identities ---
 
@@ -306,7 +312,24 @@ class Kube:
 
     @property
     def agent(self) -> Identity:
+        """A token of the agent's ServiceAccount bound to no pod: the chart's admission
+        policy lets it write nothing (agent_for(node) is what a node's agent has)."""
         return self.session.agent
+
+    def agent_for(self, node: str, replica: int = 1) -> Identity:
+        """The token of `node`'s agent: the chart's agent ServiceAccount, bound to an agent
+        pod on that node as the DaemonSet's pod would be (one per node, replica and test;
+        another replica is the agent's pod after a restart)."""
+        key = f"{node}-{replica}"
+        if key not in self._agents:
+            pod = self.create("v1/pods", {
+                "metadata": {"name": f"oomguard-agent-{key}", "namespace": NAMESPACE},
+                "spec": {"nodeName": node, "serviceAccountName": AGENT_ACCOUNT,
+                         "containers": [{"name": "agent",
+                                         "image": "registry.invalid/oomguard-test"}]}})
+            self._agents[key] = self.session.identity(AGENT_ACCOUNT, pod=pod,
+                                                      name=f"agent {replica} of {node}")
+        return self._agents[key]
 
     def identity(self, account: str, **kwargs: Any) -> Identity:
         return self.session.identity(account, **kwargs)

@@ -102,12 +102,12 @@ async def test_a_stale_pressured_report_starts_no_decision(age: timedelta) -> No
                                      {"pressure": "Stale"}) == 0
 
 
-def killed(action: str, **status: Any) -> dict[str, Any]:
+def killed(action: str, decided_by: str = "operator", **status: Any) -> dict[str, Any]:
     """A decision the agent finished: etl-1 killed on the node, etl-2 on another node."""
     return OOMDecision.model_validate({
         "metadata": {"name": f"{NODE}-1", "creationTimestamp": NOW.isoformat()},
         "spec": {"nodeName": NODE, "policy": "cluster", "action": action,
-                 "decidedBy": "operator",
+                 "decidedBy": decided_by,
                  "trigger": {"pressure": "Hard", "availableBytes": 1, "needBytes": 1},
                  "victims": [{"name": "batch/Job/etl", "namespace": "batch",
                               "expectedReclaimBytes": 1, "pods": [
@@ -128,6 +128,9 @@ def killed(action: str, **status: Any) -> dict[str, Any]:
     (killed("Kill", phase="Executing"), []),  # not done yet
     (killed("Kill", conditions=[{"type": EVICTED, "status": "True"}]), []),  # done before
     (killed("Kill", conditions=[{"type": EXPIRED, "status": "True"}]), []),  # too late before
+    # An agent's decision (acting alone) speaks for its node only: the pod elsewhere stays.
+    (killed("KillAndEvict", decided_by="agent"), ["batch/etl-1"]),
+    (killed("Kill", decided_by="agent"), []),
 ])
 async def test_after_the_agents_kill_the_operator_evicts_what_is_left(
     body: dict[str, Any], evicted: list[str]
@@ -138,8 +141,9 @@ async def test_after_the_agents_kill_the_operator_evicts_what_is_left(
     if evicted:
         [(name, status)] = cluster.statuses
         assert name == f"{NODE}-1"
+        by_agent = body["spec"]["decidedBy"] == "agent"
         assert {(v["name"], v["outcome"]) for v in status["victims"]} == {
-            ("etl-1", "Killed"), ("etl-2", "Evicted")}
+            ("etl-1", "Killed"), ("etl-2", "Refused" if by_agent else "Evicted")}
         assert [c["type"] for c in status["conditions"]] == [EVICTED]
         assert cluster.evicted_uids == [f"u-{name.split('/')[1]}" for name in evicted]
 
@@ -169,3 +173,17 @@ async def test_a_deleted_node_is_no_longer_counted_under_pressure() -> None:
     decide.forget_node(NODE)
     assert registry.get_sample_value("oomguard_nodes_under_pressure", {"pressure": "Hard"}) == 0
     assert NODE not in decide.recent
+
+
+async def test_dry_runs_of_the_same_victims_are_recorded_once_per_cooldown() -> None:
+    """A dry run acts on nothing, so every report (one a second under pressure) would
+    decide the same again, each with its Events."""
+    decide, cluster, indices = decider(mode="DryRun", cooldownSeconds=15)
+    first = await decide.on_report(report(500 * Mi), indices.view())
+    again = await decide.on_report(report(500 * Mi, NOW + timedelta(seconds=1)),
+                                   indices.view())
+    assert first is not None and again is None
+    assert cluster.calls["create_decision"] == 1
+    worse = await decide.on_report(report(100 * Mi, NOW + timedelta(seconds=2)),
+                                   indices.view())
+    assert worse is not None  # Hard: more victims, recorded at once

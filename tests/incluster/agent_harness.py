@@ -46,11 +46,11 @@ POLICY_SPEC = {"thresholds": {"memoryAvailable": {"soft": "60%", "hard": "50%"}}
 (and the kernel OOM killer), so that tests do not race the kernel."""
 
 
-def agent_api(kube: Kube, who: Identity | None = None, server: str | None = None) -> NodeApi:
-    """The agent's client as the CLI builds it (no retries of its own), with a token of
-    the chart's agent ServiceAccount."""
-    return NodeApi(kube.api_client(who or kube.agent, user_agent="oomguard-agent", server=server,
-                               retries=0))
+def agent_api(kube: Kube, who: Identity, server: str | None = None) -> NodeApi:
+    """The agent's client as the CLI builds it (no retries of its own), with `who`'s token
+    (kube.agent_for(node): the chart's agent ServiceAccount, bound to a pod on the node)."""
+    return NodeApi(kube.api_client(who, user_agent="oomguard-agent", server=server,
+                                   retries=0))
 
 
 @dataclass
@@ -59,6 +59,21 @@ class Cluster:
 
     kube: Kube
     node: str
+    policy: str = "default"
+    """The OOMPolicy that governs the node (the default policy's name without one)."""
+
+    @property
+    def agent(self) -> Identity:
+        """The token this node's agent has (bound to its agent pod on the node)."""
+        return self.kube.agent_for(self.node)
+
+    def operator_decision(self, name: str, victims: list[SandboxPod], *,
+                          node: str | None = None, label: str | None = None,
+                          action: str = "Kill") -> OOMDecision:
+        """A Pending decision as the operator writes it for `node` (this one), under the
+        policy that governs this node."""
+        return operator_decision(name, victims, node=node or self.node, policy=self.policy,
+                                 label=label, action=action)
 
     def decision(self, name: str) -> dict[str, Any] | None:
         return self.kube.read(DECISIONS, None, name)
@@ -80,8 +95,9 @@ def seed_node(kube: Kube, policy: dict[str, Any] | None = POLICY_SPEC) -> Cluste
     """This test's Node and the policy: what a cluster holds before the agent starts."""
     cluster = Cluster(kube, kube.node("node-a", labels={"zone": "a"}))
     if policy is not None:
+        cluster.policy = kube.name("test")
         kube.create(POLICIES, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OOMPolicy",
-                               "metadata": {"name": kube.name("test")}, "spec": policy})
+                               "metadata": {"name": cluster.policy}, "spec": policy})
     return cluster
 
 
@@ -109,7 +125,7 @@ def config(cluster: Cluster, node: SandboxNode, **overrides: Any) -> AgentConfig
 async def running_agent(cfg: AgentConfig, kube: Kube, who: Identity | None = None,
                         server: str | None = None) -> AsyncIterator[ClusterAgent]:
     """The agent, running in a thread until the block ends."""
-    agent = ClusterAgent(cfg, agent_api(kube, who, server))
+    agent = ClusterAgent(cfg, agent_api(kube, who or kube.agent_for(cfg.node), server))
     failures: list[BaseException] = []
 
     def run() -> None:
@@ -145,9 +161,9 @@ def quiet_publishing(**overrides: Any) -> PublishPolicy:
 
 
 def operator_decision(name: str, victims: list[SandboxPod], *, node: str,
-                      label: str | None = None, action: str = "Kill",
-                      policy: str = "test") -> OOMDecision:
-    """A Pending decision as the operator writes it."""
+                      policy: str, label: str | None = None,
+                      action: str = "Kill") -> OOMDecision:
+    """A Pending decision as the operator writes it, under `policy` (the test's)."""
     refs = [PodRef(namespace=p.namespace, name=p.name, uid=p.uid, node_name=node)
             for p in victims]
     return OOMDecision(

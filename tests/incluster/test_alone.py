@@ -14,7 +14,6 @@ from agent_harness import (
     Cluster,
     config,
     create_decision,
-    operator_decision,
     pod_on,
     running_agent,
     seed_node,
@@ -64,7 +63,7 @@ async def test_without_a_decision_from_the_operator_the_agent_acts_alone(
     assert [p["uid"] for v in spec["victims"] for p in v["pods"]] == [batch.uid]
     assert status["phase"] == "Completed"
     assert [v["outcome"] for v in status["victims"]] == ["Killed"]
-    hard = next(c.body["status"] for c in kube.calls(kube.agent)
+    hard = next(c.body["status"] for c in kube.calls(cluster.agent)
                 if c.rbac == ("patch", "oomguard.io", "nodememoryreports", "status")
                 and c.body and c.body["status"].get("pressure") == "Hard")
     waited = when(status["startTime"]) - when(hard["heartbeatTime"])
@@ -91,13 +90,13 @@ async def test_with_the_api_server_stopped_the_agent_acts_at_once(
         decision = await kube.wait_for(lambda: _decided(cluster), timeout=30)
     assert decision["spec"]["decidedBy"] == "agent"
     assert decision["metadata"]["labels"] == {"oomguard.io/node": cluster.node}
-    used = kube.used_permissions(kube.agent)
+    used = kube.used_permissions(cluster.agent)
     assert ("create", "oomguard.io", "oomdecisions", "") in used
     assert used <= AGENT
     assert [v["outcome"] for v in decision["status"]["victims"]] == ["Killed"]
     # A kube-apiserver that is starting answers before its authorizer has the RBAC rules:
     # the agent retries what it refused (403) until recorded.
-    creates = [c.code for c in kube.calls(kube.agent)
+    creates = [c.code for c in kube.calls(cluster.agent)
                if c.rbac == ("create", "oomguard.io", "oomdecisions", "")]
     assert creates[-1] == 201 and set(creates[:-1]) <= {403}
 
@@ -111,8 +110,7 @@ async def test_with_the_operator_answering_in_time_the_agent_executes_its_decisi
         await until(lambda: all(r.synced.is_set() for r in agent.view.reflectors))
         hog = node.start(batch, "grow:400", HOG_MIB)
         await kube.wait_for(lambda: cluster.report().get("pressure") == "Hard")
-        await create_decision(kube, operator_decision(f"{cluster.node}-1", [batch],
-                                                      node=cluster.node))
+        await create_decision(kube, cluster.operator_decision(f"{cluster.node}-1", [batch]))
         decision = await kube.wait_for(lambda: _decided(cluster))
     assert await asyncio.to_thread(hog.wait, 5) == -signal.SIGKILL
     assert decision["spec"]["decidedBy"] == "operator"

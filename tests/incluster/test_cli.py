@@ -40,10 +40,11 @@ async def test_cluster_agent_command(kube: Kube, node: SandboxNode, tmp_path: Pa
     cluster = seed_node(kube)
     web = pod_on(cluster, node, "web-0", kube.namespace("shop"))
     node.start(web, "anon", 8)
-    config = kube.kubeconfig(tmp_path / "agent.kubeconfig", kube.agent)
+    config = kube.kubeconfig(tmp_path / "agent.kubeconfig", cluster.agent)
     agent = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "oomguard", "agent", "--kubeconfig", str(config),
         "--cgroup-root", str(node.root), "--metrics-port", "0",
+        "--state-dir", str(tmp_path / "state"),
         env={**os.environ, "NODE_NAME": cluster.node}, stderr=asyncio.subprocess.PIPE)
     assert agent.stderr is not None
     log: list[str] = []
@@ -71,7 +72,7 @@ async def test_cluster_agent_command(kube: Kube, node: SandboxNode, tmp_path: Pa
                    'oomguard_agent_report_writes_total{kind="full"} 1.0',
                    "oomguard_agent_pressure_level 0.0", "oomguard_agent_api_up 1.0"):
         assert sample in metrics[1]
-    assert kube.used_permissions(kube.agent) <= AGENT
+    assert kube.used_permissions(cluster.agent) <= AGENT
 
 
 def test_cluster_agent_needs_its_node_name(tmp_path: Path) -> None:

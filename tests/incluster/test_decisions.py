@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from agent_harness import (
     DECISIONS,
+    POLICY_SPEC,
     config,
     create_decision,
     operator_decision,
@@ -22,6 +23,7 @@ from agent_harness import (
     when,
 )
 
+from oomguard.api import GROUP, VERSION
 from oomguard.kube.permissions import AGENT
 from oomguard.sandbox import SandboxNode, procs
 
@@ -38,7 +40,7 @@ async def test_pending_kill_is_executed_once_even_across_restarts(
     victim, bystander = node.start(batch, "anon", 24), node.start(web, "anon", 8)
     name = f"{cluster.node}-1"
     async with running_agent(config(cluster, node), kube):
-        await create_decision(kube, operator_decision(name, [batch], node=cluster.node))
+        await create_decision(kube, cluster.operator_decision(name, [batch]))
         await kube.wait_for(lambda: cluster.phase(name) == "Completed")
     assert await asyncio.to_thread(victim.wait, 5) == -signal.SIGKILL
     assert bystander.poll() is None
@@ -49,7 +51,7 @@ async def test_pending_kill_is_executed_once_even_across_restarts(
     assert outcome["reclaimedBytes"] >= 24 << 20 and outcome["durationSeconds"] > 0
     assert status["reclaimedBytes"] == outcome["reclaimedBytes"]
     assert when(status["startTime"]) <= when(status["completionTime"])
-    used = kube.used_permissions(kube.agent)
+    used = kube.used_permissions(cluster.agent)
     assert used <= AGENT
     assert {("update", "oomguard.io", "oomdecisions", "status"),  # the guarded claim
             ("patch", "oomguard.io", "oomdecisions", "status")} <= used  # the outcome
@@ -57,7 +59,7 @@ async def test_pending_kill_is_executed_once_even_across_restarts(
     # The kubelet restarts the pod's container; a restarted agent must leave it be.
     restarted = node.start(batch, "anon", 8)
     version = (cluster.decision(name) or {})["metadata"]["resourceVersion"]
-    second = kube.identity("oomguard-agent", name="agent-2")
+    second = kube.agent_for(cluster.node, replica=2)
     async with running_agent(config(cluster, node), kube, second) as agent:
         await until(lambda: agent.decisions.synced.is_set() and agent.steps >= 3)
     assert restarted.poll() is None and procs(batch.path / "main")
@@ -72,7 +74,7 @@ async def test_decision_left_executing_by_a_crashed_agent_is_not_acted_on(
     cluster = seed_node(kube)
     batch = pod_on(cluster, node, "batch-0", kube.namespace("jobs"))
     process = node.start(batch, "anon", 8)
-    decision = operator_decision(f"{cluster.node}-1", [batch], node=cluster.node).wire()
+    decision = cluster.operator_decision(f"{cluster.node}-1", [batch]).wire()
     decision["status"]["phase"] = "Executing"
     kube.store(DECISIONS, decision)
     async with running_agent(config(cluster, node), kube) as agent:
@@ -92,12 +94,11 @@ async def test_decisions_of_other_nodes_are_ignored(kube: Kube, node: SandboxNod
     gone.path.rmdir()
     process = node.start(batch, "anon", 8)
     async with running_agent(config(cluster, node), kube):
-        await create_decision(kube, operator_decision(f"{other}-1", [batch], node=other))
-        await create_decision(kube, operator_decision(f"{other}-2", [batch], node=other,
+        await create_decision(kube, cluster.operator_decision(f"{other}-1", [batch], node=other))
+        await create_decision(kube, cluster.operator_decision(f"{other}-2", [batch], node=other,
                                                       label=cluster.node))
         # One of its own, after the others: once it is done, the others were seen.
-        await create_decision(kube, operator_decision(f"{cluster.node}-1", [gone],
-                                                      node=cluster.node))
+        await create_decision(kube, cluster.operator_decision(f"{cluster.node}-1", [gone]))
         await kube.wait_for(lambda: cluster.phase(f"{cluster.node}-1") == "Completed")
     assert process.poll() is None
     assert cluster.phase(f"{other}-1") == cluster.phase(f"{other}-2") == "Pending"
@@ -109,11 +110,51 @@ async def test_victim_that_already_left_is_already_gone(kube: Kube, node: Sandbo
     left.path.rmdir()  # its cgroup is gone, and the Pod object with it
     name = f"{cluster.node}-1"
     async with running_agent(config(cluster, node), kube):
-        await create_decision(kube, operator_decision(name, [left], node=cluster.node))
+        await create_decision(kube, cluster.operator_decision(name, [left]))
         await kube.wait_for(lambda: cluster.phase(name) == "Completed")
     [outcome] = cluster.status(DECISIONS, name)["victims"]
     assert (outcome["outcome"], outcome["message"]) == ("AlreadyGone",
                                                         "the pod no longer exists")
+
+
+async def test_a_decision_naming_another_policy_kills_nothing(
+    kube: Kube, node: SandboxNode
+) -> None:
+    """A forged decision naming a policy that does not govern the node (unknown, or one
+    without this node's protections): the agent checks against its own, and refuses."""
+    cluster = seed_node(kube)
+    batch = pod_on(cluster, node, "batch-0", kube.namespace("jobs"))
+    process = node.start(batch, "anon", 8)
+    name = f"{cluster.node}-1"
+    forged = operator_decision(name, [batch], node=cluster.node, policy="no-such-policy")
+    async with running_agent(config(cluster, node), kube):
+        await create_decision(kube, forged)
+        await kube.wait_for(lambda: cluster.phase(name) == "Failed")
+    [outcome] = cluster.status(DECISIONS, name)["victims"]
+    assert outcome["outcome"] == "Refused"
+    assert f"governed by '{cluster.policy}'" in outcome["message"]
+    assert process.poll() is None
+
+
+async def test_a_never_pod_is_not_killed_whatever_the_decision_says(
+    kube: Kube, node: SandboxNode
+) -> None:
+    cluster = seed_node(kube, {**POLICY_SPEC, "tenants": [{"allowNever": True}]})
+    jobs = kube.namespace("jobs")
+    kube.create(f"{GROUP}/{VERSION}/oompriorities", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "OOMPriority",
+        "metadata": {"name": "keep", "namespace": jobs}, "spec": {"preference": "Never"}})
+    batch = pod_on(cluster, node, "batch-0", jobs)
+    process = node.start(batch, "anon", 8)
+    name = f"{cluster.node}-1"
+    async with running_agent(config(cluster, node), kube) as agent:
+        await until(lambda: bool(agent.view.priorities.items()))
+        await create_decision(kube, cluster.operator_decision(name, [batch]))
+        await kube.wait_for(lambda: cluster.phase(name) == "Failed")
+    [outcome] = cluster.status(DECISIONS, name)["victims"]
+    assert (outcome["outcome"], outcome["message"]) == (
+        "Refused", f"group {jobs}/batch-0 has a pod whose priority says Never")
+    assert process.poll() is None
 
 
 async def test_victim_no_longer_eligible_is_refused(kube: Kube, node: SandboxNode) -> None:
@@ -124,7 +165,7 @@ async def test_victim_no_longer_eligible_is_refused(kube: Kube, node: SandboxNod
     kube.delete("v1/pods", jobs, "batch-0")  # terminating: its kubelet has not finished it
     name = f"{cluster.node}-1"
     async with running_agent(config(cluster, node), kube):
-        await create_decision(kube, operator_decision(name, [batch], node=cluster.node))
+        await create_decision(kube, cluster.operator_decision(name, [batch]))
         await kube.wait_for(lambda: cluster.phase(name) == "Failed")
     [outcome] = cluster.status(DECISIONS, name)["victims"]
     assert outcome["outcome"] == "Refused"
@@ -137,7 +178,7 @@ async def test_decision_too_old_to_act_on_expires(kube: Kube, node: SandboxNode)
     batch = pod_on(cluster, node, "batch-0", kube.namespace("jobs"))
     process = node.start(batch, "anon", 8)
     name = f"{cluster.node}-1"
-    await create_decision(kube, operator_decision(name, [batch], node=cluster.node))
+    await create_decision(kube, cluster.operator_decision(name, [batch]))
 
     def age() -> float:  # creationTimestamp has whole seconds: from the server's clock
         created = when((cluster.decision(name) or {})["metadata"]["creationTimestamp"])
@@ -164,13 +205,13 @@ async def test_claim_whose_answer_was_lost_is_carried_out(kube: Kube, node: Sand
     async with FaultProxy(kube) as proxy:
         proxy.faults.append(lost)
         async with running_agent(config(cluster, node), kube, server=proxy.url):
-            await create_decision(kube, operator_decision(name, [batch], node=cluster.node))
+            await create_decision(kube, cluster.operator_decision(name, [batch]))
             await kube.wait_for(lambda: cluster.phase(name) == "Completed")
     assert len(lost.hits) == 1
-    claims = [c for c in kube.calls(kube.agent) if c.verb == "update" and c.name == name]
+    claims = [c for c in kube.calls(cluster.agent) if c.verb == "update" and c.name == name]
     # Written once; the agent saw a 500, tried again over the version it had read, and the
     # server refused that (409): the GET then showed its own claim.
     assert [c.code for c in claims] == [200, 409]
-    assert ("get", "oomguard.io", "oomdecisions", "") in kube.used_permissions(kube.agent)
+    assert ("get", "oomguard.io", "oomdecisions", "") in kube.used_permissions(cluster.agent)
     assert await asyncio.to_thread(victim.wait, 5) == -signal.SIGKILL
     assert phases(kube, name) == ["Pending", "Executing", "Completed"]

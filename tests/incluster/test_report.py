@@ -60,7 +60,7 @@ async def test_report_is_created_then_heartbeats_then_detail_on_change(
     assert when(final["heartbeatTime"]) >= when(final["podsObservedTime"])
     assert final["node"]["capacityBytes"] == 256 * Mi
 
-    calls = [c for c in kube.calls(kube.agent) if c.resource == "nodememoryreports"]
+    calls = [c for c in kube.calls(cluster.agent) if c.resource == "nodememoryreports"]
     creates = [c for c in calls if c.verb == "create"]
     assert len(creates) == 1 and "status" not in (creates[0].body or {})
     writes = [(c.body or {})["status"] for c in calls

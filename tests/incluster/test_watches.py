@@ -18,7 +18,6 @@ import kopf
 from agent_harness import (
     DECISIONS,
     config,
-    operator_decision,
     phases,
     pod_on,
     running_agent,
@@ -113,7 +112,7 @@ async def test_the_agent_lists_again_after_410_and_executes_once(
         await until(lambda: all(r.synced.is_set() for r in agent.view.reflectors)
                     and agent.decisions.synced.is_set())
         await _away_while_the_server_forgets(kube, proxy, lambda: kube.store(
-            DECISIONS, operator_decision(name, [batch], node=cluster.node).wire()))
+            DECISIONS, cluster.operator_decision(name, [batch]).wire()))
         await kube.wait_for(lambda: cluster.phase(name) == "Completed", timeout=30)
         assert proxy.gone, "no watch was answered 410 Gone"
     assert victim.poll() is not None

@@ -99,8 +99,9 @@ def _writes(metrics: AgentMetrics) -> dict[str, int]:
 
 async def test_report_write_volume_at_rest_and_under_pressure(kube: Kube) -> None:
     node, metrics = SimulatedNode(), AgentMetrics()
-    who = kube.identity("oomguard-agent", name="volume")
-    writer = ReportWriter(agent_api(kube, who), kube.node("node-a"), node, node,
+    name = kube.node("node-a")
+    who = kube.agent_for(name)
+    writer = ReportWriter(agent_api(kube, who), name, node, node,
                           metrics, policy=PublishPolicy(), scan_seconds=10.0)
     await asyncio.to_thread(_simulate, writer, node, "None", REST_SECONDS)
     rest_writes = _writes(metrics)

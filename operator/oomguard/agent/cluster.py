@@ -36,7 +36,6 @@ from oomguard.agent.records import DecisionRecorder
 from oomguard.agent.report import ReportWriter
 from oomguard.api import (
     DECISIONS,
-    DEFAULT_POLICY,
     GROUP,
     POLICIES,
     PRIORITIES,
@@ -49,6 +48,8 @@ from oomguard.api import (
 from oomguard.api.meta import ObjectMeta
 from oomguard.decisions import NODE_LABEL, VictimResult, executable, substituted
 from oomguard.engine import Outcome, Pod
+from oomguard.engine.pressure import select_policy
+from oomguard.engine.priorities import DEFAULT_PRIORITY, resolve
 from oomguard.inputs import Inputs, LastGood, pod_from_manifest
 from oomguard.kube import Backoff, NodeApi, Reflector, Resource, UnreachableError
 
@@ -76,6 +77,9 @@ class AgentConfig:
     """How often the pods are read at rest, to notice a material change for the report."""
     metrics_port: int = 9102
     """Port of /metrics and /healthz; 0 takes a free one."""
+    state_dir: Path | None = None
+    """A directory on the node's disk that outlives the agent (the chart's hostPath): what
+    a kill froze stays noted there until thawed."""
 
 
 def default_cgroup_root(mount: Path = Path("/sys/fs/cgroup")) -> Path:
@@ -94,6 +98,7 @@ class NodeCaches:
     when the agent must act alone, stale knowledge beats none."""
 
     def __init__(self, api: NodeApi, node: str) -> None:
+        self.node = node
         core = ("", "v1")
         self.pods = Reflector(api, Resource(*core, "pods", field_selector=f"spec.nodeName={node}"),
                               pod_from_manifest)
@@ -134,11 +139,14 @@ class NodeCaches:
         self.inputs()
         return self._by_uid.get(uid)
 
-    def protected_namespaces(self, policy: str) -> Collection[str]:
-        for p in self.inputs().policies:
-            if p.metadata.name == policy:
-                return p.spec.protected_namespaces
-        return DEFAULT_POLICY.spec.protected_namespaces
+    def policy(self) -> OOMPolicy:
+        inputs = self.inputs()
+        return select_policy(inputs.policies, self.node, inputs.nodes.get(self.node, {}))
+
+    def never(self, pods: Collection[Pod], policy: OOMPolicy) -> bool:
+        inputs = self.inputs()
+        resolved = resolve(pods, inputs.priorities, inputs.namespaces, policy).by_pod
+        return any(resolved.get(p.uid, DEFAULT_PRIORITY).preference == "Never" for p in pods)
 
     def node_uid(self) -> str | None:
         return next((m.uid for m in self.nodes.items() if m.uid), None)
@@ -178,8 +186,9 @@ class MeteredReader(CgroupReader):
 class MeteredKiller(CgroupKiller):
     """The cgroup killer, timing each kill."""
 
-    def __init__(self, root: Path, metrics: AgentMetrics) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path, metrics: AgentMetrics, *,
+                 state_dir: Path | None = None) -> None:
+        super().__init__(root, state_dir=state_dir)
         self.metrics = metrics
 
     def kill(self, uid: str) -> VictimResult:
@@ -198,7 +207,7 @@ class ClusterAgent:
         self.waiter = Waiter(config.proc_root / "pressure" / "memory")
         api.health.observers.append(self._api_answered)
         root, node = config.cgroup_root, config.node
-        killer = MeteredKiller(root, self.metrics)
+        killer = MeteredKiller(root, self.metrics, state_dir=config.state_dir)
         self.view = NodeCaches(api, node)
         self.decisions = Reflector(
             api, Resource(GROUP, VERSION, DECISIONS, label_selector=f"{NODE_LABEL}={node}"),

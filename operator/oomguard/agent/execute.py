@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from oomguard.agent.loop import Clock, PodKiller
 from oomguard.agent.metrics import AgentMetrics
-from oomguard.api import DECISIONS, OOMDecision, OOMDecisionStatus
+from oomguard.api import DECISIONS, OOMDecision, OOMDecisionStatus, OOMPolicy
 from oomguard.decisions import VictimResult, claimed, executable, finished, on_node
 from oomguard.engine import Pod
 from oomguard.engine.eligibility import Context, exclusion
@@ -39,8 +39,14 @@ class PodCache(Protocol):
         """The pod with this UID, from the cache of this node's pods."""
         ...
 
-    def protected_namespaces(self, policy: str) -> Collection[str]:
-        """The namespaces the named policy protects (the default policy's if unknown)."""
+    def policy(self) -> OOMPolicy:
+        """The policy that governs this node, as the agent itself selects it from its
+        caches (not what a decision says)."""
+        ...
+
+    def never(self, pods: Collection[Pod], policy: OOMPolicy) -> bool:
+        """Whether any of these pods is Never under `policy` (its tenant bounds applied):
+        a group with one such pod is never a victim."""
         ...
 
     def node_uid(self) -> str | None:
@@ -77,10 +83,11 @@ class Executor:
         start = self.clock.monotonic()
         assert decision.status is not None
         name = decision.metadata.name
-        protected = self.cache.protected_namespaces(decision.spec.policy)
         here = on_node(decision, self.node)  # pods on other nodes: the operator's to evict
-        results = {v.uid: self._act(v.uid, protected) for v in decision.status.victims
-                   if v.uid in here}
+        refused = self._refused(decision, here)
+        protected = self.cache.policy().spec.protected_namespaces
+        results = {v.uid: refused.get(v.uid) or self._act(v.uid, protected)
+                   for v in decision.status.victims if v.uid in here}
         status = finished(decision.status, results, now=self.clock.now(),
                           duration_seconds=self.clock.monotonic() - start)
         self.finish(name, status)
@@ -88,6 +95,26 @@ class Executor:
         log.info("decision %s: %s, %d bytes reclaimed", name, status.phase,
                  status.reclaimed_bytes)
         return decision.model_copy(update={"status": status})
+
+    def _refused(self, decision: OOMDecision, here: Collection[str]) -> dict[str, VictimResult]:
+        """Victims refused by what the agent itself knows, whatever the decision claims:
+        the policy it names must be the one that governs this node (a decision naming
+        another, or an unknown one, could otherwise carry a weaker policy's protections),
+        and no victim group may hold a pod that is Never under that policy."""
+        policy = self.cache.policy()
+        if decision.spec.policy != policy.metadata.name:
+            why = (f"the decision names policy {decision.spec.policy!r}; this node is "
+                   f"governed by {policy.metadata.name!r}")
+            log.warning("decision %s refused: %s", decision.metadata.name, why)
+            return {uid: VictimResult("Refused", why) for uid in here}
+        refused: dict[str, VictimResult] = {}
+        for group in decision.spec.victims:
+            pods = [p for ref in group.pods if (p := self.cache.pod(ref.uid)) is not None]
+            if self.cache.never(pods, policy):
+                why = f"group {group.name} has a pod whose priority says Never"
+                refused.update({ref.uid: VictimResult("Refused", why)
+                                for ref in group.pods if ref.uid in here})
+        return refused
 
     def _claim(self, obj: dict[str, Any]) -> OOMDecision | None:
         """Pending -> Executing (or Failed, if expired), only over the resourceVersion read;

@@ -153,16 +153,24 @@ def escalated(refused: OOMDecision, *, at: datetime) -> OOMDecision:
 
 def left_to_evict(decision: OOMDecision) -> list[VictimStatus]:
     """After the agent's kill, what the operator evicts: the killed pods of KillAndEvict
-    (so that their controllers replace them) and the group's pods on other nodes. None
-    once done (the Evicted condition), nor for dry runs or decisions still in progress."""
+    (so that their controllers replace them) and, for the operator's own decisions, the
+    group's pods on other nodes. None once done (the Evicted condition), nor for dry runs
+    or decisions still in progress."""
     spec, status = decision.spec, decision.status
     if (spec.mode != "Enforce" or spec.action not in EXECUTABLE_ACTIONS
             or not is_finished(status) or status is None
             or any(c.type in (EVICTED, EXPIRED) for c in status.conditions)):
         return []
     here = on_node(decision, spec.node_name)
-    return [v for v in status.victims if v.uid not in here or (
-        spec.action == "KillAndEvict" and v.outcome == "Killed")]
+    # An agent's decision speaks for its node only: pods elsewhere that it names are not
+    # evicted on its word (its token may write only its own node's decisions).
+    trusted_elsewhere = spec.decided_by == "operator"
+    return [v for v in status.victims if (v.uid not in here and trusted_elsewhere) or (
+        v.uid in here and spec.action == "KillAndEvict" and v.outcome == "Killed")]
+
+
+NOT_ITS_NODE = VictimResult("Refused", "on another node: an agent's decision speaks for its "
+                            "own node only")
 
 
 def with_evictions(decision: OOMDecision, results: Mapping[str, VictimResult], *,
@@ -172,8 +180,11 @@ def with_evictions(decision: OOMDecision, results: Mapping[str, VictimResult], *
     Evicted condition."""
     assert decision.status is not None
     here = on_node(decision, decision.spec.node_name)
-    victims = with_results(decision.status.victims,
-                           {uid: r for uid, r in results.items() if uid not in here})
+    elsewhere = {uid: r for uid, r in results.items() if uid not in here}
+    if decision.spec.decided_by != "operator":
+        elsewhere.update({v.uid: NOT_ITS_NODE for v in decision.status.victims
+                          if v.uid not in here})
+    victims = with_results(decision.status.victims, elsewhere)
     evicted = Condition(type=EVICTED, status="True", reason="Evicted",
                         message="pods evicted so that their controllers replace them",
                         last_transition_time=at)
@@ -206,6 +217,18 @@ def evictions_expired(decision: OOMDecision, *, at: datetime,
                         message=message, last_transition_time=at)
     return {"victims": [v.wire() for v in victims],
             "conditions": [c.wire() for c in [*decision.status.conditions, expired]]}
+
+
+DryRunMark = tuple[tuple[str, ...], float]
+"""The victim groups of the last dry run on a node, and when (a monotonic clock)."""
+
+
+def dry_run_due(last: DryRunMark | None, victims: Sequence[str], *, at: float,
+                cooldown_seconds: float) -> bool:
+    """Whether a dry run is worth recording: a dry run acts on nothing, so nothing stops
+    the next report from deciding the same again; the same victims are recorded once per
+    cooldown, not once a second (each with Events, crowding the node's retention)."""
+    return last is None or last[0] != tuple(victims) or at - last[1] >= cooldown_seconds
 
 
 def abandoned(decision: OOMDecision, *, now: datetime,

@@ -181,7 +181,8 @@ def start_agent(root: Path, manifest: Path, out: Path, err: Path) -> subprocess.
     with out.open("wb") as stdout, err.open("wb") as stderr:
         return subprocess.Popen(
             [sys.executable, "-m", "oomguard", "agent", "--standalone", "--cgroup-root",
-             str(root), "--node", NODE, "-f", str(manifest)],
+             str(root), "--node", NODE, "-f", str(manifest),
+             "--state-dir", str(manifest.parent / "state")],
             stdout=stdout, stderr=stderr)
 
 

@@ -272,7 +272,8 @@ class AgentProcess:
         self._began = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "oomguard", "agent", "--standalone", "--cgroup-root",
-             str(root), "--node", NODE, "-f", str(inputs)],
+             str(root), "--node", NODE, "-f", str(inputs),
+             "--state-dir", str(inputs.parent / "state")],
             stdout=subprocess.PIPE, stderr=self._log, text=True)
         self._reader = threading.Thread(target=self._read, name="arena-agent", daemon=True)
         self._reader.start()
@@ -313,7 +314,7 @@ class ClusterProcesses:
         self.processes: list[subprocess.Popen[str]] = []
         operator = kube.kubeconfig(workdir / "operator.kubeconfig",
                                    kube.identity("oomguard-operator"))
-        agent = kube.kubeconfig(workdir / "agent.kubeconfig", kube.identity("oomguard-agent"))
+        agent = kube.kubeconfig(workdir / "agent.kubeconfig", kube.agent_for(NODE))
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
         started = self._start([sys.executable, "-m", "oomguard", "operator", "--kubeconfig",
                                str(operator), "--liveness", liveness])

@@ -41,9 +41,9 @@ def _priority(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def _agent(node: SandboxNode, files: list[Path]) -> subprocess.Popen[str]:
+def _agent(node: SandboxNode, files: list[Path], state: Path) -> subprocess.Popen[str]:
     args = [sys.executable, "-m", "oomguard", "agent", "--standalone",
-            "--cgroup-root", str(node.root), "--node", "sandbox"]
+            "--cgroup-root", str(node.root), "--node", "sandbox", "--state-dir", str(state)]
     for f in files:
         args += ["-f", str(f)]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -76,7 +76,7 @@ def test_agent_kills_the_low_priority_group_before_the_kernel_does(
     idle_batch = node.start(batch[0], "anon", 8)
     db_process = node.start(db, "anon", 40)
     web_process = node.start(web, "anon", 10)
-    agent = _agent(node, [files])
+    agent = _agent(node, [files], tmp_path / "state")
     try:
         # The batch Job's second pod leaks until the node is under pressure; the database
         # holds more memory than either batch pod, but the Job as a whole is the victim.
@@ -108,7 +108,7 @@ def test_invalid_policy_file_exits_2_before_touching_anything(
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**POLICY, "spec": {"reclaimTo": "lots"}}))
     node.add_pod("p")
-    agent = _agent(node, [bad])
+    agent = _agent(node, [bad], tmp_path / "state")
     assert agent.wait(timeout=30) == 2
     assert agent.stderr is not None
     assert f"{bad} (document 1): OOMPolicy test: field spec.reclaimTo" in agent.stderr.read()
@@ -122,9 +122,10 @@ def test_root_without_kubepods_is_refused(tmp_path: Path) -> None:
     assert "holds no kubepods" in result.stderr
 
 
-def test_agent_stops_cleanly_on_sigterm_without_pressure(node: SandboxNode) -> None:
+def test_agent_stops_cleanly_on_sigterm_without_pressure(node: SandboxNode,
+                                                          tmp_path: Path) -> None:
     node.start(node.add_pod("quiet"), "anon", 8)
-    agent = _agent(node, [])
+    agent = _agent(node, [], tmp_path / "state")
     assert agent.stderr is not None
     deadline = time.monotonic() + 30
     started = ""

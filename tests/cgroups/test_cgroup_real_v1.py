@@ -4,14 +4,19 @@ a 512Mi sandbox cgroup per test (see conftest.py)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from fake_tree import UID_A, UID_B, UID_C
 from real_cgroups import Mi, Processes, Sandbox, pod_path, procs, wait_until
 
+from oomguard.agent.host import CgroupKiller
 from oomguard.api import MemoryUsage
 from oomguard.cgroups import (
+    FreezeJournal,
     ScanErrors,
     discover_pods,
     kill_pod,
@@ -143,6 +148,54 @@ def test_a_process_with_one_thread_in_the_pod_is_not_the_pods(
     assert result.pids_killed == (hog.pid,)
     assert hog.wait(timeout=5) == -9
     assert outsider.poll() is None
+
+
+def test_a_kill_cut_short_leaves_nothing_frozen(
+    v1_memory: Sandbox, v1_freezer: Sandbox, workloads: Processes, tmp_path: Path,
+) -> None:
+    """The agent's process dies (SIGKILL) after it froze a pod and before it thawed it:
+    the pod stays FROZEN, its processes stuck, until the next agent starts and thaws what
+    the journal on the node's disk names. A normal kill leaves no note behind."""
+    hog = workloads.start("anon", [v1_memory.make(pod_path(UID_A) + "/c1"),
+                                   v1_freezer.make(pod_path(UID_A) + "/c1")], mib=8)
+    state = v1_freezer.root / pod_path(UID_A) / "freezer.state"
+    journal = tmp_path / "state"
+    crashing = subprocess.run([sys.executable, "-c", f"""
+import os, signal
+from pathlib import Path
+from oomguard.cgroups.kill import Freezer, FreezeJournal
+freezer = Freezer(Path({str(state)!r}), "FROZEN", "THAWED", lambda: True)
+FreezeJournal(Path({str(journal / "frozen")!r})).frozen({UID_A!r}, freezer)
+freezer.freeze()
+os.kill(os.getpid(), signal.SIGKILL)  # the agent dies here, the pod frozen
+"""], check=False, timeout=30)
+    assert crashing.returncode == -signal.SIGKILL
+    assert wait_until(lambda: state.read_text().strip() == "FROZEN")
+    assert list((journal / "frozen").iterdir())
+
+    CgroupKiller(v1_memory.root, state_dir=journal)  # the next agent starts
+
+    assert state.read_text().strip() == "THAWED"
+    assert list((journal / "frozen").iterdir()) == []
+    assert hog.poll() is None  # thawed, not killed
+    result = CgroupKiller(v1_memory.root, state_dir=journal).kill(UID_A)
+    assert result.outcome == "Killed" and hog.wait(timeout=5) == -9
+    assert list((journal / "frozen").iterdir()) == []
+
+
+def test_a_journal_note_writes_only_to_a_freezer(tmp_path: Path) -> None:
+    """A note that names any other file (a tampered disk) writes nothing."""
+    victim = tmp_path / "important"
+    victim.write_text("keep")
+    notes = tmp_path / "frozen"
+    notes.mkdir()
+    (notes / "x.frozen").write_text(str(victim))
+    (notes / "y.frozen").write_text(str(tmp_path / "freezer.state"))  # not on a cgroup fs
+    (tmp_path / "freezer.state").write_text("FROZEN")
+    assert FreezeJournal(notes).thaw_leftovers() == []
+    assert victim.read_text() == "keep"
+    assert (tmp_path / "freezer.state").read_text() == "FROZEN"
+    assert list(notes.iterdir()) == []
 
 
 def test_kill_of_an_empty_or_unknown_pod(v1_memory: Sandbox) -> None:

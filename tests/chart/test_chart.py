@@ -166,6 +166,7 @@ def test_the_restricted_check_refuses_the_agent() -> None:
     assert violations == [
         "hostPID: true",
         "volume cgroup: type hostPath",
+        "volume state: type hostPath",
         "container agent: runAsUser 0",
         "container agent: adds capabilities ['KILL']",
         "container agent: runAsNonRoot is not true",
@@ -175,15 +176,19 @@ def test_the_restricted_check_refuses_the_agent() -> None:
 @pytest.mark.parametrize("values", CONFIGS, ids=IDS)
 def test_agent_privileges_are_these_and_no_more(values: Path | None) -> None:
     """What docs/install.md explains: host PID namespace, the host's cgroups read-write at
-    their usual path, root with only KILL, nothing else of the host."""
+    their usual path, a state directory of its own on the node's disk, root with only
+    KILL, nothing else of the host."""
     manifests = render(values)
     spec = pod_spec(manifests, "agent")
     agent = container(manifests, "agent")
     assert spec["hostPID"] is True
     assert not spec.get("hostNetwork") and not spec.get("hostIPC")
     assert spec["volumes"] == [
-        {"name": "cgroup", "hostPath": {"path": "/sys/fs/cgroup", "type": "Directory"}}]
-    assert agent["volumeMounts"] == [{"name": "cgroup", "mountPath": "/sys/fs/cgroup"}]
+        {"name": "cgroup", "hostPath": {"path": "/sys/fs/cgroup", "type": "Directory"}},
+        {"name": "state", "hostPath": {"path": "/var/lib/oomguard",
+                                       "type": "DirectoryOrCreate"}}]
+    assert agent["volumeMounts"] == [{"name": "cgroup", "mountPath": "/sys/fs/cgroup"},
+                                     {"name": "state", "mountPath": "/var/lib/oomguard"}]
     sc = agent["securityContext"]
     assert sc["runAsUser"] == 0 and sc["runAsGroup"] == 0
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["KILL"]}

@@ -493,11 +493,14 @@ async def test_replicas_of_one_deployment_elect_one_active_peer(kube: Kube,
     seeded = seed_node(kube)  # what the cluster holds before the replicas start
     seeded.priorities(actions={"soft": "Kill"})
     probes = [f"http://127.0.0.1:{free_port()}/healthz" for _ in range(2)]
-    replicas = [await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "oomguard", "operator", "--peering", peering,
-        "--liveness", probe, env=_as_operator(kube, tmp_path, f"replica-{i}"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        for i, probe in enumerate(probes)]
+    logs = [tmp_path / f"replica-{i}.log" for i in range(2)]
+    replicas = []
+    for i, (probe, log) in enumerate(zip(probes, logs, strict=True)):
+        with log.open("w") as stderr:
+            replicas.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "oomguard", "operator", "--peering", peering,
+                "--liveness", probe, env=_as_operator(kube, tmp_path, f"replica-{i}"),
+                stdout=asyncio.subprocess.DEVNULL, stderr=stderr))
     try:
         async with asyncio.timeout(30):
             for probe in probes:
@@ -506,6 +509,8 @@ async def test_replicas_of_one_deployment_elect_one_active_peer(kube: Kube,
         peers = await kube.wait_for(lambda: len(_peering(kube, peering)) == 2
                                     and _peering(kube, peering), timeout=30)
         assert len({p["priority"] for p in peers.values()}) == 2
+        # Both are registered. Until the lower one has seen the other and paused, both may
+        # handle the report: the decision is named by the report, so one create wins.
         seeded.reported(500 * Mi)
         await kube.wait_for(seeded.decisions, timeout=30)
         assert all(replica.returncode is None for replica in replicas)

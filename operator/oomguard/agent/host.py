@@ -36,13 +36,22 @@ class CgroupReader:
 
 class CgroupKiller:
     """Kills pods by UID; the cgroup layer finds the path and refuses anything that is not
-    a kubelet pod cgroup under `root`."""
+    a kubelet pod cgroup under `root`. With a `state_dir` on the node's disk, the freezes of
+    a kill are journalled there, and what a kill cut short left frozen (the agent was
+    killed meanwhile) is thawed at start and before every kill."""
 
-    def __init__(self, root: Path, *, timeout: float = 5.0) -> None:
+    def __init__(self, root: Path, *, timeout: float = 5.0,
+                 state_dir: Path | None = None) -> None:
         self.root, self.timeout = root, timeout
+        self.journal = None if state_dir is None else cgroups.FreezeJournal(
+            state_dir / "frozen")
+        if self.journal is not None:
+            self.journal.thaw_leftovers()
 
     def kill(self, uid: str) -> VictimResult:
-        result = cgroups.kill_pod(self.root, uid, timeout=self.timeout)
+        if self.journal is not None:
+            self.journal.thaw_leftovers()
+        result = cgroups.kill_pod(self.root, uid, timeout=self.timeout, journal=self.journal)
         return VictimResult(
             outcome=result.outcome,
             message=result.error,

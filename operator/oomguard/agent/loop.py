@@ -13,7 +13,15 @@ from datetime import datetime
 from typing import Protocol
 
 from oomguard.api import NodeMemory, OOMDecision, PodMemory
-from oomguard.decisions import VictimResult, decision_from_outcome, finished, on_node, substituted
+from oomguard.decisions import (
+    DryRunMark,
+    VictimResult,
+    decision_from_outcome,
+    dry_run_due,
+    finished,
+    on_node,
+    substituted,
+)
 from oomguard.engine import Outcome, decide
 from oomguard.engine.model import Assessment
 from oomguard.engine.pressure import assess_node
@@ -103,7 +111,7 @@ class Agent:
     _pressure_since: float | None = None
     _last: tuple[float, int] | None = None
     _rate: float = 0.0
-    _last_dry_run: tuple[tuple[str, ...], float] | None = None
+    _last_dry_run: DryRunMark | None = None
 
     def step(self) -> Step:
         """Read the node; only under pressure, or with a victim in flight, read every pod
@@ -144,8 +152,8 @@ class Agent:
 
     def _dry_run(self, outcome: Outcome, mono: float) -> OOMDecision | None:
         victims = tuple(v.group.name for v in outcome.victims)
-        last = self._last_dry_run
-        if last is not None and last[0] == victims and mono - last[1] < outcome.cooldown_seconds:
+        if not dry_run_due(self._last_dry_run, victims, at=mono,
+                           cooldown_seconds=outcome.cooldown_seconds):
             return None
         self._last_dry_run = (victims, mono)
         decision = decision_from_outcome(outcome, decided_by="agent", at=self.clock.now())

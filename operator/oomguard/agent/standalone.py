@@ -42,14 +42,14 @@ def json_lines(out: TextIO) -> Callable[[OOMDecision], None]:
 
 
 def run(root: Path, inputs: Inputs, out: TextIO, *, node: str | None = None,
-        proc_root: Path = Path("/proc")) -> int:
+        proc_root: Path = Path("/proc"), state_dir: Path | None = None) -> int:
     """Protect the host until SIGTERM or SIGINT; returns the exit code."""
     node = node or socket.gethostname()
     waiter = Waiter(proc_root / "pressure" / "memory")
     agent = Agent(
         node=node,
         reader=CgroupReader(root, proc_root=proc_root),
-        killer=CgroupKiller(root),
+        killer=CgroupKiller(root, state_dir=state_dir),
         clock=SystemClock(),
         view=place_on_node(inputs, node),
         emit=json_lines(out),

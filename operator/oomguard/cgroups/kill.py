@@ -81,10 +81,12 @@ class KillResult:
 
 
 def kill_pod(
-    root: Path, uid: str, *, timeout: float = 5.0, freezer_root: Path = FREEZER_ROOT
+    root: Path, uid: str, *, timeout: float = 5.0, freezer_root: Path = FREEZER_ROOT,
+    journal: FreezeJournal | None = None,
 ) -> KillResult:
     """Kill every process in the cgroup subtree of the pod with this UID under `root`,
-    and verify the subtree is empty. Never raises for a pod that is or becomes gone."""
+    and verify the subtree is empty. Never raises for a pod that is or becomes gone.
+    With a `journal`, a freeze is noted there until thawed."""
     start = time.monotonic()
 
     def untouched(outcome: KillOutcome, path: Path | None, error: str) -> KillResult:
@@ -108,7 +110,7 @@ def kill_pod(
     error = ""
     try:
         method, freezer = _plan(path, version, freezer_root)
-        emptied = _execute(killer, method, freezer)
+        emptied = _execute(killer, method, freezer, uid=uid, journal=journal)
     except OSError as exc:
         emptied = False
         error = f"{path}: {exc}"
@@ -133,10 +135,6 @@ def kill_pod(
     )
 
 
-Freezer = tuple[Callable[[], None], Callable[[], None], Callable[[], bool]]
-"""(freeze, thaw, is_frozen) of one pod."""
-
-
 def _plan(
     path: Path, version: CgroupVersion | None, freezer_root: Path
 ) -> tuple[KillMethod, Freezer | None]:
@@ -146,7 +144,8 @@ def _plan(
     return ("sigkill", None) if freezer is None else ("freeze", freezer)
 
 
-def _execute(killer: _Killer, method: KillMethod, freezer: Freezer | None) -> bool:
+def _execute(killer: _Killer, method: KillMethod, freezer: Freezer | None, *,
+             uid: str, journal: FreezeJournal | None) -> bool:
     """Run the kill; True once the subtree is empty."""
     if method == "cgroup.kill":
         killer.killed.update(killer.members())
@@ -154,14 +153,21 @@ def _execute(killer: _Killer, method: KillMethod, freezer: Freezer | None) -> bo
         return killer.wait_empty(killer.deadline)
     if freezer is None:
         return killer.kill_rounds(lambda: None, lambda: None)
-    freeze, thaw, frozen = freezer
+    if journal is not None:
+        journal.frozen(uid, freezer)
     try:
-        return killer.kill_rounds(lambda: _freeze(killer, freeze, frozen), thaw)
+        return killer.kill_rounds(
+            lambda: _freeze(killer, freezer.freeze, freezer.is_frozen), freezer.thaw)
     finally:
         try:
-            thaw()
+            freezer.thaw()
+        except FileNotFoundError:
+            pass  # the pod is gone, and its freezer with it
         except OSError as error:
-            log.debug("thawing %s: %s", killer.path, error)
+            log.warning("thawing %s: %s", killer.path, error)
+        else:
+            if journal is not None:
+                journal.thawed(uid)
 
 
 class _Killer:
@@ -262,25 +268,81 @@ def _subtree_pids(path: Path, listing: str = "cgroup.procs") -> set[int]:
     return pids
 
 
+@dataclass(frozen=True)
+class Freezer:
+    """A pod's freezer: the file written to freeze and to thaw it, and how to tell it is
+    frozen."""
+
+    state: Path
+    frozen: str
+    thawed: str
+    is_frozen: Callable[[], bool]
+
+    def freeze(self) -> None:
+        _write(self.state, self.frozen)
+
+    def thaw(self) -> None:
+        _write(self.state, self.thawed)
+
+
+THAW_FILES = {"cgroup.freeze": "0", "freezer.state": "THAWED"}
+"""The files a freezer is driven by, and what thaws it."""
+
+
 def _freezer(path: Path, version: CgroupVersion | None, freezer_root: Path) -> Freezer | None:
-    """(freeze, thaw, is_frozen) for the pod, if it has a freezer."""
+    """The pod's freezer, if it has one."""
     if version == 2 and (path / "cgroup.freeze").exists():
-        state = path / "cgroup.freeze"
-        return (
-            lambda: _write(state, "1"),
-            lambda: _write(state, "0"),
-            lambda: "frozen 1" in _read(path / "cgroup.events").splitlines(),
-        )
+        return Freezer(path / "cgroup.freeze", "1", "0",
+                       lambda: "frozen 1" in _read(path / "cgroup.events").splitlines())
     if version == 1:
         frozen_dir = _v1_freezer_dir(path, freezer_root)
         if frozen_dir is not None:
             state = frozen_dir / "freezer.state"
-            return (
-                lambda: _write(state, "FROZEN"),
-                lambda: _write(state, "THAWED"),
-                lambda: _read(state).strip() == "FROZEN",
-            )
+            return Freezer(state, "FROZEN", "THAWED",
+                           lambda: _read(state).strip() == "FROZEN")
     return None
+
+
+class FreezeJournal:
+    """Where a kill notes each pod it froze until it has thawed it, on the node's disk: an
+    agent killed between freeze and thaw would otherwise leave the pod FROZEN (its
+    processes stuck) across its restart. The agent thaws what the journal names when it
+    starts and before every kill. A record names only a freezer file on a cgroup file
+    system, and only such a file is ever written from it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def frozen(self, uid: str, freezer: Freezer) -> None:
+        """Noted before the first freeze: written whole (a temporary file renamed)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        record = self.directory / f"{uid}.frozen"
+        temporary = record.with_suffix(".tmp")
+        with open(temporary, "w") as file:
+            file.write(str(freezer.state))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, record)
+
+    def thawed(self, uid: str) -> None:
+        (self.directory / f"{uid}.frozen").unlink(missing_ok=True)
+
+    def thaw_leftovers(self) -> list[Path]:
+        """Thaw every freezer a record names (a kill cut short); the freezers thawed."""
+        thawed: list[Path] = []
+        for record in sorted(self.directory.glob("*.frozen")):
+            state = Path(record.read_text().strip())
+            try:
+                if state.name in THAW_FILES and state.is_file() and _on_cgroup_fs(state):
+                    _write(state, THAW_FILES[state.name])
+                    thawed.append(state)
+                    log.warning("thawed %s, frozen by a kill that did not finish", state.parent)
+                elif state.name not in THAW_FILES:
+                    log.warning("%s: names %s, not a freezer: ignored", record, state)
+            except FileNotFoundError:
+                pass  # the pod is gone, and its freezer with it
+            record.unlink(missing_ok=True)
+        return thawed
 
 
 def _freeze(killer: _Killer, freeze: Callable[[], None], frozen: Callable[[], bool]) -> None:

@@ -92,7 +92,8 @@ def agent(args: argparse.Namespace) -> int:
         return EXIT_INVALID_INPUT
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return standalone.run(args.cgroup_root, inputs, sys.stdout, node=args.node)
+    return standalone.run(args.cgroup_root, inputs, sys.stdout, node=args.node,
+                          state_dir=args.state_dir)
 
 
 def operator(args: argparse.Namespace) -> int:
@@ -132,7 +133,7 @@ def _cluster_agent(args: argparse.Namespace) -> int:
     config = cluster.AgentConfig(
         node=node, cgroup_root=root, act_alone_after=args.act_alone_after,
         publish=PublishPolicy(heartbeat_seconds=args.heartbeat_seconds),
-        metrics_port=args.metrics_port)
+        metrics_port=args.metrics_port, state_dir=args.state_dir)
     # No retries of the client's own: the agent retries with its backoff, and a claim on
     # the kill path must not wait through urllib3's default connect retries.
     client = kube.api_client(server=args.server, kubeconfig=args.kubeconfig,
@@ -185,6 +186,10 @@ def parser() -> argparse.ArgumentParser:
                    help="port of /metrics and /healthz (default: 9102)")
     p.add_argument("--heartbeat-seconds", type=float, default=30.0,
                    help="NodeMemoryReport heartbeat at rest (default: 30)")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/oomguard"),
+                   help="directory on the node's disk that outlives the agent: a kill's "
+                   "freezes are noted there until thawed, so that an agent killed "
+                   "mid-kill leaves nothing frozen (default: /var/lib/oomguard)")
     p.add_argument("--act-alone-after", type=float, default=2.0, metavar="SECONDS",
                    help="Hard pressure without a decision from the operator for this long: "
                    "the agent decides and kills alone (default: 2)")

@@ -141,7 +141,8 @@ def with_oomguard(screen: Screen, workdir: Path) -> None:
                    "action Kill")
         agent = subprocess.Popen(
             [sys.executable, "-m", "oomguard", "agent", "--standalone", "--cgroup-root",
-             str(node.root), "-f", str(workdir / "node.yaml"), "--node", "demo-node"],
+             str(node.root), "-f", str(workdir / "node.yaml"), "--node", "demo-node",
+             "--state-dir", str(workdir / "state")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             _start(node, pods)

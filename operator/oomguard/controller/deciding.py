@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from oomguard.api import NodeMemoryReport, OOMDecision, VictimStatus
@@ -20,8 +21,10 @@ from oomguard.controller.metrics import OperatorMetrics
 from oomguard.controller.view import ALL, ClusterView
 from oomguard.decisions import (
     EVICT_WITHIN,
+    DryRunMark,
     VictimResult,
     decision_from_outcome,
+    dry_run_due,
     escalated,
     evictions_expired,
     finished,
@@ -70,6 +73,7 @@ class Decider:
     _pressure: dict[str, str] = field(default_factory=dict)
     _finished: set[str] = field(default_factory=set)
     _stale: set[str] = field(default_factory=set)
+    _dry_runs: dict[str, DryRunMark] = field(default_factory=dict)
     _writers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         WRITERS, thread_name_prefix="oomguard-writes"))
 
@@ -118,9 +122,22 @@ class Decider:
         spanning = [v.group for v in outcome.victims if v.group.group_by != "Pod"]
         if spanning:
             join_members_elsewhere(spanning, view.members_elsewhere(node, spanning), snapshot)
+        if outcome.mode == "DryRun":
+            victims = tuple(v.group.name for v in outcome.victims)
+            if not dry_run_due(self._dry_runs.get(node), victims, at=arrived,
+                               cooldown_seconds=outcome.cooldown_seconds):
+                return None
+            self._dry_runs[node] = (victims, arrived)
         decision = decision_from_outcome(outcome, decided_by="operator", at=now,
                                          report_time=report.status.observed_time)
-        await asyncio.to_thread(self.cluster.create_decision, decision)
+        try:
+            await asyncio.to_thread(self.cluster.create_decision, decision)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            log.info("decision %s: already made for this report (another replica, or "
+                     "before a restart)", decision.metadata.name)
+            return None
         self.recent[node] = decision
         self.metrics.latency.observe(time.monotonic() - arrived)
         self.metrics.decisions.labels(decision.spec.action, decision.spec.mode).inc()
@@ -173,6 +190,7 @@ class Decider:
         self._count_pressure(node, "None")
         self._pressure.pop(node, None)
         self._stale.discard(node)
+        self._dry_runs.pop(node, None)
         self.recent.pop(node, None)
 
     async def _each(self, write: Callable[[T], R], items: Sequence[T]) -> list[R]:

@@ -119,8 +119,11 @@ def register(registry: kopf.OperatorRegistry, decider: Decider,
 
     @kopf.on.event(GROUP, VERSION, "oompriorities", registry=registry)
     @kopf.on.event(GROUP, VERSION, "oompolicies", registry=registry)
-    async def settings_changed(type: str | None, uid: str, **indices: Any) -> None:
+    async def settings_changed(type: str | None, uid: str, body: kopf.Body,
+                               **indices: Any) -> None:
         if type == "DELETED":
             policies.forget(uid)
             priorities.forget(uid)
+            housekeeper.forget(str(body.get("kind")), body.metadata.namespace or "",
+                               body.metadata.name or "")
         housekeeper.poke(view(indices))

@@ -54,6 +54,12 @@ class Housekeeper:
         self._task: asyncio.Task[None] | None = None
         self._written: dict[tuple[str, str, str], dict[str, Any]] = {}
 
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """A policy or priority was deleted: its last written status is not kept."""
+        key = "policy" if kind == "OOMPolicy" else "priority"
+        self._written.pop((key, namespace, name), None)
+        self._written.pop((kind, namespace, name), None)
+
     def poke(self, view: ClusterView) -> None:
         self._view, self._poked = view, True
         if self._task is None or self._task.done():

@@ -41,7 +41,9 @@ def decision_from_outcome(
     report_time: datetime | None = None,
 ) -> OOMDecision:
     """The decision for an outcome that has victims; status starts Pending (DryRun for dry
-    runs, which act on nothing)."""
+    runs, which act on nothing). Named by the report it answers where there is one, so
+    that two operators handling one report (replicas while peering settles, a restart
+    handling it again) make one decision: the second create is refused (409)."""
     assert outcome.action is not None, "a decision needs pressure, hence an action"
     victims = [
         VictimGroup(
@@ -59,7 +61,7 @@ def decision_from_outcome(
     dry_run = outcome.mode == "DryRun"
     return OOMDecision(
         metadata=ObjectMeta(
-            name=decision_name(outcome.node, at),
+            name=decision_name(outcome.node, report_time or at),
             labels={NODE_LABEL: outcome.node},
             creation_timestamp=at,
         ),

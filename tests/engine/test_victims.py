@@ -3,12 +3,13 @@ victims, and escalate only under Hard pressure after the cooldown."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from oomguard.api import VictimStatus
-from oomguard.engine import decide
+from oomguard.engine import Pod, Snapshot, decide
 
 from builders import NOW, Gi, Mi, decision, pod, policy, priority, snapshot
 
@@ -138,3 +139,32 @@ def test_pod_whose_eviction_was_refused_is_left_alone_for_the_cooldown(
     else:
         assert reasons == {}
         assert _names(outcome) == ["default/guarded"]
+
+
+def _unreadable(broken: Pod) -> Snapshot:
+    """The node: `broken`, preferred for killing, whose usage could not be read, and an
+    innocent pod using 3Gi."""
+    full = snapshot([(broken, 0), (pod("innocent"), 3 * Gi)],
+                    priorities=[priority("p", preference="Prefer",
+                                         podSelector={"matchLabels": {"app": "broken"}})])
+    return replace(full, usage=[u for u in full.usage if u.uid != broken.uid],
+                   unmeasured=[broken.uid])
+
+
+def test_an_unmeasured_pod_is_not_passed_over_for_an_innocent_one() -> None:
+    """Its memory.stat could not be read. Ranked first (Prefer), it was counted at 0 bytes,
+    skipped as holding nothing, and the next pod was killed in its place. It is counted at
+    what it may use (its limit, else its request), marked, and taken."""
+    broken = pod("broken", labels={"app": "broken"}, requests_bytes=1 * Gi,
+                 limits_bytes=2 * Gi, limited=True)
+    outcome = decide(_unreadable(broken))
+    first = outcome.ranking[0].group
+    assert (first.name, first.usage_bytes, first.unmeasured) == (
+        "default/broken", 2 * Gi, [broken.uid])
+    assert _names(outcome)[0] == "default/broken"
+
+
+def test_an_unmeasured_pod_without_requests_is_still_taken_first() -> None:
+    broken = pod("broken", labels={"app": "broken"})  # no requests, no limits: 0 bytes
+    outcome = decide(_unreadable(broken))
+    assert _names(outcome)[0] == "default/broken"  # not skipped for holding "nothing"

@@ -72,6 +72,7 @@ class ReportWriter:
         self._publisher = Publisher(self.policy)
         self._latest: Observation | None = None
         self._pods: list[PodMemory] = []
+        self._unmeasured: list[str] = []
         self._pods_memory: NodeMemory | None = None
         self._pods_read: tuple[float, datetime] | None = None
         self._exists = False
@@ -157,6 +158,7 @@ class ReportWriter:
     def _read_pods(self, now: float) -> None:
         sample = self.reader.read()
         self._pods, self._pods_memory = sample.pods, sample.memory
+        self._unmeasured = sorted(sample.unmeasured)
         self._pods_read = (now, self.clock.now())
 
     def _write(self, write: Write, latest: Observation) -> None:
@@ -175,6 +177,7 @@ class ReportWriter:
             # Zero counters are the schema's defaults: leaving them out halves the detail.
             wire["pods"] = [p.model_dump(mode="json", by_alias=True, exclude_defaults=True)
                             for p in self._pods]
+            wire["unmeasuredPods"] = self._unmeasured
         else:
             wire = status.model_dump(mode="json", by_alias=True, exclude_none=True,
                                      include=SUMMARY_FIELDS)

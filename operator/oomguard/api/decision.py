@@ -46,6 +46,9 @@ class VictimGroup(Model):
     usage_bytes: int = Field(0, description="Unreclaimable usage on the node.", ge=0)
     allowance_bytes: int = Field(0, description="Allowance on the node.", ge=0)
     expected_reclaim_bytes: int = Field(description="Memory expected to be freed.", ge=0)
+    unmeasured_pods: int = Field(
+        0, ge=0, description="Pods of the group on the node whose usage could not be read: "
+        "counted at their memory limit (else request) rather than at zero.")
     pods: list[PodRef] = Field(description="Every member pod, on every node.")
 
 

@@ -82,6 +82,10 @@ class NodeMemoryReportStatus(Model):
     pods: list[PodMemory] = Field(
         default_factory=list, description="Each pod cgroup found on the node."
     )
+    unmeasured_pods: list[str] = Field(
+        default_factory=list, description="UIDs of pod cgroups on the node whose usage could "
+        "not be read: ranked at their memory limit (else request), never at zero."
+    )
     observed_time: datetime | None = Field(None, description="When this was measured.")
     agent_version: str = Field("", description="Version of the agent that measured.")
     pods_observed_time: datetime | None = Field(

@@ -19,6 +19,7 @@ def _group_json(ranked: Ranked) -> dict[str, Any]:
         "priority": g.priority,
         "preference": g.preference,
         "usageBytes": g.usage_bytes,
+        "unmeasuredPods": len(g.unmeasured),
         "allowanceBytes": g.allowance_bytes,
         "reason": ranked.reason,
     }
@@ -99,13 +100,17 @@ def outcome_table(outcome: Outcome) -> str:
     rows += [
         [
             str(r.position), r.group.name, _pods(r), str(r.group.priority),
-            r.group.preference or "-", size(r.group.usage_bytes),
+            r.group.preference or "-",
+            size(r.group.usage_bytes) + ("*" if r.group.unmeasured else ""),
             size(r.group.allowance_bytes), "yes" if r.group.name in victims else "",
             r.reason,
         ]
         for r in o.ranking
     ]
     lines.append(table(rows) if o.ranking else "no eligible groups")
+    if any(r.group.unmeasured for r in o.ranking):
+        lines.append("* usage of a pod could not be read: counted at its memory limit "
+                     "(else request)")
     if o.excluded:
         lines += ["", table([["EXCLUDED POD", "REASON", "WHY"]] + [
             [e.pod, e.reason, e.message] for e in o.excluded

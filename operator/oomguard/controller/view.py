@@ -123,7 +123,8 @@ class ClusterView:
             priorities=[p for ns in namespaces for p in self.priorities.get(ns, ())],
             decisions=list(decisions.values()),
             budgets=[b for ns in namespaces for b in self.budgets.get(ns, ())],
-        ).snapshot(node, report.status.node, report.status.pods, now=now)
+        ).snapshot(node, report.status.node, report.status.pods, now=now,
+                   unmeasured=report.status.unmeasured_pods)
 
 
 class OwnerLookup(Mapping[str, Owner]):

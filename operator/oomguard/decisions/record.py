@@ -54,6 +54,7 @@ def decision_from_outcome(
             usage_bytes=v.group.usage_bytes,
             allowance_bytes=v.group.allowance_bytes,
             expected_reclaim_bytes=v.group.usage_bytes,
+            unmeasured_pods=len(v.group.unmeasured),
             pods=[_ref(p) for p in v.group.pods + v.group.elsewhere],
         )
         for v in outcome.victims

@@ -25,6 +25,12 @@ def decide(snapshot: Snapshot) -> Outcome:
         s.decisions, s.node, present=usage.keys() | set(s.unmeasured), pressure=assessment.pressure,
         cooldown_seconds=spec.cooldown_seconds, now=s.now,
     )
+    # A pod whose cgroup is on the node but whose usage could not be read is not a pod
+    # using nothing: it counts at what it may use, is marked, and is never passed over for
+    # holding "no memory", so that no other pod dies in its place. (A pod with neither a
+    # reading nor an unreadable cgroup has no cgroup here: it holds nothing.)
+    unmeasured = set(s.unmeasured) - usage.keys()
+    usage.update({uid: estimated_usage(pod) for pod in s.pods if (uid := pod.uid) in unmeasured})
     action = {"None": None, "Soft": spec.actions.soft, "Hard": spec.actions.hard}[
         assessment.pressure
     ]
@@ -60,6 +66,8 @@ def decide(snapshot: Snapshot) -> Outcome:
     )
 
     groups = build_groups(members, usage)
+    for group in groups.values():
+        group.unmeasured = [p.uid for p in group.pods if p.uid in unmeasured]
     _join(groups, elsewhere, settings, workloads)
     candidates = []
     for group in groups.values():
@@ -94,6 +102,12 @@ def decide(snapshot: Snapshot) -> Outcome:
         cooldown_seconds=spec.cooldown_seconds,
         blocked_by=flight.blocking,
     )
+
+
+def estimated_usage(pod: Pod) -> int:
+    """What an unmeasured pod is counted at: its memory limit where every container has
+    one (it cannot use more), else the larger of its request and limits."""
+    return pod.limits_bytes if pod.limited else max(pod.requests_bytes, pod.limits_bytes)
 
 
 def join_members_elsewhere(victims: Iterable[Group], pods: Iterable[Pod],

@@ -162,6 +162,9 @@ class Group:
     allowance_bytes: int = 0
     created: float = 0.0
     elsewhere: list[Pod] = field(default_factory=list)
+    unmeasured: list[str] = field(default_factory=list)
+    """UIDs of its pods on the node whose usage could not be read: counted at what they
+    may use (their limit, else their request), never at zero."""
 
     @property
     def excess_bytes(self) -> int:

@@ -81,14 +81,15 @@ def in_flight(
 
 
 def take_victims(ranking: Sequence[Ranked], need_bytes: int) -> list[Ranked]:
-    """The shortest prefix of the ranking (skipping groups that hold no memory) whose
-    usage covers the need, or every group when even all of them do not."""
+    """The shortest prefix of the ranking (skipping groups that hold no memory, but never
+    one whose usage could not be read) whose usage covers the need, or every group when
+    even all of them do not."""
     victims: list[Ranked] = []
     covered = 0
     for ranked in ranking:
         if covered >= need_bytes:
             break
-        if ranked.group.usage_bytes > 0:
+        if ranked.group.usage_bytes > 0 or ranked.group.unmeasured:
             victims.append(ranked)
             covered += ranked.group.usage_bytes
     return victims

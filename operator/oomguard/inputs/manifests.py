@@ -231,7 +231,8 @@ class Inputs:
         """The snapshot of the node as its NodeMemoryReport has it."""
         report = self.reports[node]
         assert report.status is not None
-        return self.snapshot(node, report.status.node, report.status.pods, now=now)
+        return self.snapshot(node, report.status.node, report.status.pods, now=now,
+                             unmeasured=report.status.unmeasured_pods)
 
 
 def _describe(obj: dict[str, Any]) -> str:

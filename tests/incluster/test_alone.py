@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 from typing import Any
 
 from agent_harness import (
@@ -99,6 +100,38 @@ async def test_with_the_api_server_stopped_the_agent_acts_at_once(
     creates = [c.code for c in kube.calls(cluster.agent)
                if c.rbac == ("create", "oomguard.io", "oomdecisions", "")]
     assert creates[-1] == 201 and set(creates[:-1]) <= {403}
+
+
+async def test_an_agent_restarted_before_the_server_returns_still_records_its_kill(
+    kube: Kube, node: SandboxNode, tmp_path: Path
+) -> None:
+    """It acted alone while kube-apiserver was stopped, and was itself restarted before the
+    server came back: the decision it kept on the node's disk is recorded by the next
+    agent, not lost with the first one's memory."""
+    cluster = seed_node(kube)
+    batch, _ = _pods(cluster, node)
+    state = tmp_path / "state"
+    async with running_agent(config(cluster, node, act_alone_after=60.0, state_dir=state),
+                             kube) as agent:
+        await until(lambda: all(r.synced.is_set() for r in agent.view.reflectors))
+        kube.stop_apiserver()
+        try:
+            await until(lambda: not agent.api.health.up)
+            hog = node.start(batch, "grow:400", HOG_MIB)
+            assert await asyncio.to_thread(hog.wait, 10) == -signal.SIGKILL
+            await until(lambda: bool(list((state / "records").glob("*.json"))))
+        except BaseException:
+            kube.start_apiserver()
+            raise
+    kept = list((state / "records").glob("*.json"))  # the first agent is gone
+    assert kept
+    kube.start_apiserver()
+    async with running_agent(config(cluster, node, state_dir=state), kube,
+                             kube.agent_for(cluster.node, replica=2)):
+        decision = await kube.wait_for(lambda: _decided(cluster), timeout=30)
+        await until(lambda: not list((state / "records").glob("*.json")))
+    assert decision["spec"]["decidedBy"] == "agent"
+    assert [v["outcome"] for v in decision["status"]["victims"]] == ["Killed"]
 
 
 async def test_with_the_operator_answering_in_time_the_agent_executes_its_decision(

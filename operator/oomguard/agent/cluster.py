@@ -79,7 +79,7 @@ class AgentConfig:
     """Port of /metrics and /healthz; 0 takes a free one."""
     state_dir: Path | None = None
     """A directory on the node's disk that outlives the agent (the chart's hostPath): what
-    a kill froze stays noted there until thawed."""
+    a kill froze stays noted there until thawed, and decision writes until written."""
 
 
 def default_cgroup_root(mount: Path = Path("/sys/fs/cgroup")) -> Path:
@@ -212,7 +212,8 @@ class ClusterAgent:
         self.decisions = Reflector(
             api, Resource(GROUP, VERSION, DECISIONS, label_selector=f"{NODE_LABEL}={node}"),
             lambda obj: (obj.get("status") or {}).get("phase", ""), listener=self._on_decision)
-        self.recorder = DecisionRecorder(api)
+        self.recorder = DecisionRecorder(
+            api, journal=None if config.state_dir is None else config.state_dir / "records")
         self.executor = Executor(
             node, api, killer, self.clock, self.view,
             cgroup_present=lambda uid: cgroups.pod_cgroup_path(root, uid) is not None,
@@ -246,6 +247,7 @@ class ClusterAgent:
             reflector.start()
         server = serve(self.metrics, self.health, self.config.metrics_port)
         log.info("serving /metrics and /healthz on port %d", server.server_address[1])
+        self.recorder.recover()
         self.recorder.start()
         self.reports.start()
         log.info("protecting node %s (%s), PSI trigger %s", self.config.node,

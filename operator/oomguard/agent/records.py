@@ -7,14 +7,23 @@ retried too: 401 and 403 (a kube-apiserver that is starting serves requests befo
 authorizer has loaded the RBAC rules, and refuses them; a rotated token). Other refusals
 (other than a create that an earlier, unanswered attempt already made) are logged and
 dropped: retrying cannot fix them.
+
+With a journal directory on the node's disk (the agent's --state-dir), each write is kept
+there, whole (written to a temporary file and renamed), from when it is queued until it is
+done: an agent restarted before the API server came back finds them and writes them then.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import json
 import logging
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -28,11 +37,16 @@ RETRIED_REFUSALS = (401, 403)
 
 
 class DecisionRecorder:
-    """A queue of decision writes, served by its own thread."""
+    """A queue of decision writes, served by its own thread; kept in `journal` (if given)
+    until written."""
 
-    def __init__(self, api: NodeApi, *, backoff: Backoff | None = None) -> None:
+    def __init__(self, api: NodeApi, *, backoff: Backoff | None = None,
+                 journal: Path | None = None) -> None:
         self.api = api
+        self.journal = journal
         self._jobs: collections.deque[tuple[str, Callable[[], None]]] = collections.deque()
+        self._kept: dict[int, Path] = {}
+        self._sequence = 0
         self._wakeup = threading.Condition()
         self._stopping = False
         self._backoff = backoff or Backoff(first=0.1, cap=1.0)
@@ -40,11 +54,54 @@ class DecisionRecorder:
 
     def record(self, decision: OOMDecision) -> None:
         """Create a decision the agent made, then write its status."""
-        self._queue(f"record {decision.metadata.name}", lambda: self._create(decision))
+        self._keep({"record": decision.wire()},
+                   f"record {decision.metadata.name}", lambda: self._create(decision))
 
     def finish(self, name: str, status: OOMDecisionStatus) -> None:
         """Write the outcome of a decision the agent executed (its only writer meanwhile)."""
-        self._queue(f"outcome of {name}", lambda: self._status(name, status))
+        self._keep({"outcome": name, "status": status.wire()},
+                   f"outcome of {name}", lambda: self._status(name, status))
+
+    def recover(self) -> int:
+        """Queue the writes an earlier run kept in the journal and did not do; how many."""
+        if self.journal is None or not self.journal.is_dir():
+            return 0
+        found = sorted((p for p in self.journal.glob("*.json") if p.stem.isdigit()),
+                       key=lambda p: int(p.stem))
+        for path in found:
+            try:
+                kept = json.loads(path.read_text())
+                if "record" in kept:
+                    decision = OOMDecision.model_validate(kept["record"])
+                    self._queue(f"record {decision.metadata.name} (kept)",
+                                functools.partial(self._create, decision), path)
+                else:
+                    name, status = kept["outcome"], OOMDecisionStatus.model_validate(
+                        kept["status"])
+                    self._queue(f"outcome of {name} (kept)",
+                                functools.partial(self._status, name, status), path)
+            except (OSError, ValueError, KeyError) as error:
+                log.error("%s: unreadable decision write, dropped: %s", path, error)
+                path.unlink(missing_ok=True)
+        if found:
+            log.warning("%d decision writes kept from before the restart: writing them",
+                        len(found))
+        return len(found)
+
+    def _keep(self, body: dict[str, Any], what: str, job: Callable[[], None]) -> None:
+        path = None
+        if self.journal is not None:
+            self.journal.mkdir(parents=True, exist_ok=True)
+            with self._wakeup:
+                self._sequence = max(self._sequence + 1, _next_sequence(self.journal))
+                path = self.journal / f"{self._sequence}.json"
+            temporary = path.with_suffix(".tmp")
+            with open(temporary, "w") as file:
+                json.dump(body, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        self._queue(what, job, path)
 
     def start(self) -> None:
         self._thread.start()
@@ -63,9 +120,11 @@ class DecisionRecorder:
             log.warning("stopping with %d decision writes not done: %s", len(lost),
                         ", ".join(lost))
 
-    def _queue(self, what: str, job: Callable[[], None]) -> None:
+    def _queue(self, what: str, job: Callable[[], None], kept: Path | None = None) -> None:
         with self._wakeup:
             self._jobs.append((what, job))
+            if kept is not None:
+                self._kept[id(job)] = kept
             self._wakeup.notify_all()
 
     def _run(self) -> None:
@@ -97,6 +156,9 @@ class DecisionRecorder:
             with self._wakeup:
                 if self._jobs and self._jobs[0][1] is job:
                     self._jobs.popleft()
+                kept = self._kept.pop(id(job), None)
+            if kept is not None:
+                kept.unlink(missing_ok=True)
 
     def _create(self, decision: OOMDecision) -> None:
         body, status = for_create(decision)
@@ -110,3 +172,9 @@ class DecisionRecorder:
 
     def _status(self, name: str, status: OOMDecisionStatus) -> None:
         self.api.merge_status(DECISIONS, name, {"status": status.wire()})
+
+
+def _next_sequence(journal: Path) -> int:
+    """One past the highest kept write's number: writes keep their order across runs."""
+    numbers = [int(p.stem) for p in journal.glob("*.json") if p.stem.isdigit()]
+    return max(numbers, default=0) + 1

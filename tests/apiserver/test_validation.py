@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from oomguard.api import OOMPolicy, OOMPriority
+from oomguard.inputs.lastgood import field_path
 
 from support import ApiError, Kube
 
@@ -41,6 +42,20 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.thresholds.memoryAvailable.soft", ""),
     ("OOMPolicy", {"mode": "Audit"}, "spec.mode", "DryRun"),
     ("OOMPolicy", {"cooldownSeconds": -1}, "spec.cooldownSeconds", "0"),
+    # Size bounds: every agent caches every OOMPriority (docs/security.md).
+    ("OOMPriority", {"podSelector": {"matchLabels": {f"k{i}": "v" for i in range(17)}}},
+     "spec.podSelector.matchLabels", "16"),
+    ("OOMPriority", {"podSelector": {"matchLabels": {"k" * 318: "v"}}},
+     "spec.podSelector.matchLabels", "317"),
+    ("OOMPriority", {"podSelector": {"matchLabels": {"app": "v" * 64}}},
+     "spec.podSelector.matchLabels.app", "63"),
+    ("OOMPriority", {"podSelector": {"matchExpressions": [
+        {"key": "app", "operator": "In", "values": [f"v{i}" for i in range(17)]}]}},
+     "spec.podSelector.matchExpressions[0].values", "16"),
+    ("OOMPriority", {"podSelector": {"matchExpressions": [
+        {"key": f"k{i}", "operator": "Exists"} for i in range(9)]}},
+     "spec.podSelector.matchExpressions", "8"),
+    ("OOMPolicy", {"protectedNamespaces": ["n" * 64]}, "spec.protectedNamespaces[0]", "63"),
 ]
 
 VALID: list[tuple[str, dict[str, Any]]] = [
@@ -87,7 +102,7 @@ def test_the_server_and_the_models_refuse_the_same(kube: Kube, kind: str,
 
     with pytest.raises(ValidationError) as rejected:
         MODELS[kind].model_validate(body)
-    models = {".".join(str(p) for p in e["loc"]): e["msg"] for e in rejected.value.errors()}
+    models = {field_path(e["loc"]): e["msg"] for e in rejected.value.errors()}
     # pydantic names the object a cross-field rule is on; the server, the field it blames
     named = [m for loc, m in models.items() if field == loc or field.startswith(f"{loc}.")]
     assert named, f"the models named {sorted(models)}, not {field}"

@@ -91,6 +91,14 @@ RESOURCES: tuple[ResourceInfo, ...] = (
 )
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Repeated parts written out in full, not as YAML anchors and aliases: the files are
+    read by people and diffed."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def structural(schema: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
     """Turn a pydantic JSON schema into a Kubernetes structural schema: refs inlined,
     Optional written as nullable, no titles, no `additionalProperties: false`."""
@@ -218,7 +226,8 @@ def render() -> dict[str, str]:
     header = "# Generated from the pydantic models by `python -m oomguard.api.crd`. Do not edit.\n"
     ours = {info.name: crd(info) for info in RESOURCES}
     return {
-        f"{name}.yaml": header + yaml.safe_dump(body, sort_keys=False, width=100)
+        f"{name}.yaml": header + yaml.dump(body, Dumper=_PlainDumper, sort_keys=False,
+                                           width=100)
         for name, body in {**ours, PEERING_CRD["metadata"]["name"]: PEERING_CRD}.items()
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
@@ -71,15 +71,27 @@ class ObjectMeta(Model):
     )
 
 
+LABEL_KEY_LENGTH = 317
+"""A label key's longest: a 253-character DNS prefix, a slash and a 63-character name."""
+LABEL_VALUE_LENGTH = 63
+MAX_SELECTOR_LABELS = 16
+MAX_EXPRESSIONS = 8
+MAX_VALUES = 16
+"""Bounds on a selector, far beyond any real one: every agent caches every OOMPriority,
+and an unbounded object would let one tenant exhaust them all (docs/security.md)."""
+LabelValue = Annotated[str, Field(max_length=LABEL_VALUE_LENGTH)]
+
+
 class LabelSelectorRequirement(Model):
     """One expression of a label selector: a key, an operator and values."""
 
-    key: str = Field(description="The label key the requirement applies to.")
+    key: str = Field(max_length=LABEL_KEY_LENGTH,
+                     description="The label key the requirement applies to.")
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
         description="How the key's value relates to `values`."
     )
-    values: list[str] = Field(
-        default_factory=list,
+    values: list[LabelValue] = Field(
+        default_factory=list, max_length=MAX_VALUES,
         description="Values for In and NotIn; must be empty for Exists and DoesNotExist.",
     )
 
@@ -95,11 +107,25 @@ class LabelSelectorRequirement(Model):
 class LabelSelector(Model):
     """A standard Kubernetes label selector; an empty selector matches everything."""
 
-    match_labels: dict[str, str] = Field(
-        default_factory=dict, description="Labels that must all be present with these values."
+    model_config = cel_rules({
+        "rule": f"!has(self.matchLabels) || self.matchLabels.all(k, size(k) <= "
+                f"{LABEL_KEY_LENGTH})",
+        "message": f"a label key is at most {LABEL_KEY_LENGTH} characters",
+        "fieldPath": ".matchLabels"})
+
+    match_labels: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_SELECTOR_LABELS,
+        description="Labels that must all be present with these values."
     )
+
+    @model_validator(mode="after")
+    def _label_keys_bounded(self) -> LabelSelector:
+        if any(len(key) > LABEL_KEY_LENGTH for key in self.match_labels):
+            raise ValueError(f"a label key is at most {LABEL_KEY_LENGTH} characters")
+        return self
     match_expressions: list[LabelSelectorRequirement] = Field(
-        default_factory=list, description="Requirements that must all hold."
+        default_factory=list, max_length=MAX_EXPRESSIONS,
+        description="Requirements that must all hold."
     )
 
     def matches(self, labels: Mapping[str, str]) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -173,8 +173,8 @@ class OOMPolicySpec(Model):
         description="Flat compares groups across the node. Namespace first picks the "
         "namespace by its usage over allowance, then the group inside it.",
     )
-    protected_namespaces: list[str] = Field(
-        default_factory=lambda: ["kube-system"],
+    protected_namespaces: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=lambda: ["kube-system"], max_length=256,
         description="Namespaces whose pods are never victims.",
     )
     cooldown_seconds: int = Field(
@@ -183,7 +183,7 @@ class OOMPolicySpec(Model):
         "victim still releases memory, unless this long passed and pressure is Hard.",
     )
     tenants: list[Tenant] = Field(
-        default_factory=list,
+        default_factory=list, max_length=64,
         description="Bounds on what namespaces may claim; a namespace matched by no entry "
         "may claim any priority but not Never.",
     )

@@ -8,6 +8,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from oomguard.api.meta import (
     API_VERSION,
+    LABEL_KEY_LENGTH,
     ApiVersion,
     Condition,
     LabelSelector,
@@ -20,8 +21,6 @@ from oomguard.api.quantity import MAX_LENGTH, QUANTITY_PATTERN, parse_quantity
 Preference = Literal["Prefer", "Avoid", "Never"]
 GroupBy = Literal["Pod", "Workload", "Label"]
 ALLOWANCE_KEYWORDS = ("Requests", "Limits")
-LABEL_KEY_LENGTH = 317
-"""A label key's longest: a 253-character DNS prefix, a slash and a 63-character name."""
 
 
 def _check_allowance(value: object) -> object:

@@ -165,7 +165,20 @@ class AuditLog:
         self.path, self.rest = path, rest
 
     def end(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
+        """The offset after the last complete line: the API server may be halfway through
+        writing one (a line can take several writes)."""
+        if not self.path.exists():
+            return 0
+        with open(self.path, "rb") as log:
+            end = log.seek(0, 2)
+            while end > 0:
+                start = max(0, end - 65536)
+                log.seek(start)
+                last = log.read(end - start).rfind(b"\n")
+                if last >= 0:
+                    return start + last + 1
+                end = start
+        return 0
 
     def calls(self, since: int) -> list[ApiCall]:
         """The resource requests logged after offset `since`, complete up to now: a marker
@@ -176,7 +189,8 @@ class AuditLog:
         while True:
             with open(self.path, "rb") as log:
                 log.seek(since)
-                lines = log.read().splitlines()
+                data = log.read()
+            lines = data[:data.rfind(b"\n") + 1].splitlines()  # complete lines only
             if any(marker.encode() in line for line in lines[-200:]):
                 break
             if time.monotonic() > deadline:

@@ -85,7 +85,8 @@ async def test_a_refused_eviction_under_soft_pressure_fails_and_escalates_nothin
     assert len(indices.decisions[NODE]) == 1
 
 
-@pytest.mark.parametrize("age", [timedelta(hours=3), timedelta(seconds=61)])
+@pytest.mark.parametrize("age", [timedelta(hours=3), timedelta(seconds=61),
+                                 -timedelta(hours=3)])  # dated ahead: a skewed clock
 async def test_a_stale_pressured_report_starts_no_decision(age: timedelta) -> None:
     """The agent stopped writing while its node was pressured (under pressure it writes
     every second): an operator started later must not act on that last word."""

@@ -84,8 +84,9 @@ class Executor:
         assert decision.status is not None
         name = decision.metadata.name
         here = on_node(decision, self.node)  # pods on other nodes: the operator's to evict
-        refused = self._refused(decision, here)
-        protected = self.cache.policy().spec.protected_namespaces
+        policy = self.cache.policy()
+        refused = self._refused(decision, here, policy)
+        protected = policy.spec.protected_namespaces
         results = {v.uid: refused.get(v.uid) or self._act(v.uid, protected)
                    for v in decision.status.victims if v.uid in here}
         status = finished(decision.status, results, now=self.clock.now(),
@@ -96,12 +97,12 @@ class Executor:
                  status.reclaimed_bytes)
         return decision.model_copy(update={"status": status})
 
-    def _refused(self, decision: OOMDecision, here: Collection[str]) -> dict[str, VictimResult]:
+    def _refused(self, decision: OOMDecision, here: Collection[str],
+                 policy: OOMPolicy) -> dict[str, VictimResult]:
         """Victims refused by what the agent itself knows, whatever the decision claims:
         the policy it names must be the one that governs this node (a decision naming
         another, or an unknown one, could otherwise carry a weaker policy's protections),
         and no victim group may hold a pod that is Never under that policy."""
-        policy = self.cache.policy()
         if decision.spec.policy != policy.metadata.name:
             why = (f"the decision names policy {decision.spec.policy!r}; this node is "
                    f"governed by {policy.metadata.name!r}")

@@ -93,12 +93,14 @@ class Decider:
         arrived = time.monotonic()
         now = self.clock()
         seen = report.status.heartbeat_time or report.status.observed_time
-        age = None if seen is None else max((now - seen).total_seconds(), 0.0)
+        age = None if seen is None else (now - seen).total_seconds()
         if age is not None:
-            self.metrics.report_age.observe(age)
+            self.metrics.report_age.observe(max(age, 0.0))
         pressure = assess_node(report.status.node, list(view.policies.get(ALL, ())), node,
                                next(iter(view.nodes.get(node, ())), {})).pressure
-        if pressure != "None" and (age is None or age > self.stale_after):
+        # Dated ahead of this clock by more than the bound counts as stale too: a skewed
+        # or forged clock must not keep a dead agent's last report fresh for ever.
+        if pressure != "None" and (age is None or abs(age) > self.stale_after):
             # The agent stopped writing (or never said when): its last word is no reason
             # to act now. An operator started long after would otherwise evict on it.
             self._count_pressure(node, "Stale")
@@ -108,7 +110,8 @@ class Decider:
                 log.warning("node %s: report says %s pressure but %s (bound %gs): no "
                             "decision until a fresh one", node, pressure,
                             "says not when it was observed" if age is None
-                            else f"is {age:.0f}s old", self.stale_after)
+                            else f"is {age:.0f}s old" if age > 0
+                            else f"is dated {-age:.0f}s ahead", self.stale_after)
             return None
         self._stale.discard(node)
         self._count_pressure(node, pressure)

@@ -30,7 +30,8 @@ def decide(snapshot: Snapshot) -> Outcome:
     # holding "no memory", so that no other pod dies in its place. (A pod with neither a
     # reading nor an unreadable cgroup has no cgroup here: it holds nothing.)
     unmeasured = set(s.unmeasured) - usage.keys()
-    usage.update({uid: estimated_usage(pod) for pod in s.pods if (uid := pod.uid) in unmeasured})
+    if unmeasured:
+        usage.update({p.uid: estimated_usage(p) for p in s.pods if p.uid in unmeasured})
     action = {"None": None, "Soft": spec.actions.soft, "Hard": spec.actions.hard}[
         assessment.pressure
     ]
@@ -66,8 +67,9 @@ def decide(snapshot: Snapshot) -> Outcome:
     )
 
     groups = build_groups(members, usage)
-    for group in groups.values():
-        group.unmeasured = [p.uid for p in group.pods if p.uid in unmeasured]
+    if unmeasured:
+        for group in groups.values():
+            group.unmeasured = [p.uid for p in group.pods if p.uid in unmeasured]
     _join(groups, elsewhere, settings, workloads)
     candidates = []
     for group in groups.values():

@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
-from oomguard.api import MemoryUsage, NodeMemory, OOMPolicy, OOMPriority, PodMemory
+from oomguard.api import MemoryUsage, NodeMemory, OOMPolicy, OOMPriority, PodMemory, parse_quantity
 from oomguard.api.priority import GroupBy
 from oomguard.engine import Outcome, Owner, OwnerRef, Pod, Snapshot, decide
+from oomguard.engine.grouping import Workloads, group_name
 from oomguard.engine.pressure import select_policy
-from oomguard.engine.priorities import tenant_for
+from oomguard.engine.priorities import DEFAULT_PRIORITY, resolve, tenant_for
 
 from builders import NODE, NODE_UID, NOW, Gi, Mi, decision, pod, policy, priority
 from builders import snapshot as build_snapshot
@@ -64,6 +65,7 @@ def _pod_fields(draw: st.DrawFn) -> dict[str, Any]:
         "terminating": draw(one_in(8)),
         "phase": draw(st.sampled_from(["Running"] * 9 + ["Pending", "Succeeded"])),
         "node_name": draw(st.sampled_from([NODE] * 7 + ["node-b"])),
+        "limited": draw(st.booleans()),
     }
 
 
@@ -167,7 +169,8 @@ def oom_priorities(
 
 
 @st.composite
-def oom_policies(draw: st.DrawFn, namespaces: Sequence[str]) -> list[OOMPolicy]:
+def oom_policies(draw: st.DrawFn, namespaces: Sequence[str],
+                 min_tenants: int = 0) -> list[OOMPolicy]:
     """One cluster-wide policy and maybe a more specific one for the node's pool (which
     then governs it), with tenants bounding what the teams may claim."""
     result = []
@@ -176,8 +179,10 @@ def oom_policies(draw: st.DrawFn, namespaces: Sequence[str]) -> list[OOMPolicy]:
         tenants = [
             {"namespaceSelector": {"matchLabels": {"team": draw(st.sampled_from(TEAMS))}},
              "maxPriority": draw(st.integers(-1000, 1000)),
-             "allowNever": draw(st.booleans())}
-            for _ in range(draw(st.integers(0, 2)))
+             "allowNever": draw(st.booleans()),
+             "allowAvoid": draw(st.booleans()),
+             "maxAllowance": draw(st.sampled_from([None, "512Mi", "2Gi"]))}
+            for _ in range(draw(st.integers(min_tenants, 2)))
         ]
         protected = ["kube-system"]
         if draw(one_in(4)):
@@ -230,10 +235,12 @@ SELDOM_A_DECISION = st.sampled_from([0, 0, 0, 1])
 @st.composite
 def snapshots(
     draw: st.DrawFn,
+    *,
     group_bys: Sequence[GroupBy] = ALL_GROUPINGS,
     tenant_default: GroupBy | None = None,
     decision_counts: st.SearchStrategy[int] = SELDOM_A_DECISION,
     max_namespaces: int = len(TENANT_NAMESPACES),
+    min_tenants: int = 0,
 ) -> Snapshot:
     """A node with a few tenant namespaces (two teams), kube-system, OOMPriority objects,
     policies, usage measured for most pods on the node, a pod cgroup whose Pod is not
@@ -274,7 +281,7 @@ def snapshots(
         node_uid=NODE_UID,
         namespaces=teams,
         owners={o.uid: o for o in owners},
-        policies=draw(oom_policies(namespaces)),
+        policies=draw(oom_policies(namespaces, min_tenants)),
         priorities=priorities,
         decisions=decisions,
     )
@@ -524,3 +531,110 @@ def test_victims_cover_the_need_minimally_and_are_a_prefix(snapshot: Snapshot) -
     assert covered - outcome.victims[-1].group.usage_bytes < need
     last = outcome.victims[-1].position
     assert outcome.victims == [r for r in holding if r.position <= last]
+
+
+# --- 5. a tenant cannot push another tenant's group ahead of its own -------------------
+
+POD_LABEL = "oomguard.test/pod"
+CLAIMED_ALLOWANCES = ("Requests", "Limits", "1Mi", "512Mi", "2Gi", "64Gi", "1Pi")
+
+
+@st.composite
+def tenant_claims(draw: st.DrawFn, namespace: str) -> list[OOMPriority]:
+    """Whatever a tenant may write in its namespace: any selector, priority, preference,
+    allowance and grouping, overlapping as they please."""
+    return [
+        priority(
+            f"claim-{i}", namespace,
+            podSelector=draw(st.sampled_from(SELECTORS)),
+            priority=draw(st.integers(-1000, 1000)),
+            preference=draw(st.sampled_from([None, "Prefer", "Avoid", "Never"])),
+            allowance=draw(st.sampled_from(CLAIMED_ALLOWANCES)),
+            group=draw(grouping(ALL_GROUPINGS)),
+        )
+        for i in range(draw(st.integers(0, 4)))
+    ]
+
+
+def most_favourable(snapshot: Snapshot, namespace: str) -> list[OOMPriority]:
+    """The claims, under the admin's rule for `namespace`, that put its pods as late as
+    they can be, grouped as `snapshot`'s objects group them: one object per pod (chosen by
+    its POD_LABEL) with the tenant's maxPriority, its most protective preference allowed,
+    and the largest allowance its group can add up to (all Limits where every pod has
+    limits, else the pod with the smallest limit claims maxAllowance, or 1Ei uncapped)."""
+    policy = select_policy(snapshot.policies, snapshot.node, snapshot.node_labels)
+    tenant = tenant_for(namespace, snapshot.namespaces, policy)
+    preference = "Never" if tenant.allow_never else "Avoid" if tenant.allow_avoid else None
+    quantity = tenant.max_allowance or "1Ei"
+    settings = resolve(snapshot.pods, snapshot.priorities, snapshot.namespaces, policy).by_pod
+    workloads = Workloads(snapshot.owners)
+    groups: dict[str, list[Pod]] = {}
+    for p in snapshot.pods:
+        if p.namespace == namespace:
+            setting = settings.get(p.uid, DEFAULT_PRIORITY)
+            groups.setdefault(group_name(p, setting, workloads), []).append(p)
+    objects = []
+    for members in groups.values():
+        allowance = dict.fromkeys((p.uid for p in members), "Limits")
+        smallest = min(members, key=lambda p: p.limits_bytes)
+        if not all(p.limited for p in members) and (
+                parse_quantity(quantity) > smallest.limits_bytes):
+            allowance[smallest.uid] = quantity
+        for p in members:
+            setting = settings.get(p.uid, DEFAULT_PRIORITY)
+            grouped = ({"by": "Label", "label": setting.group_label}
+                       if setting.group_by == "Label" else {"by": setting.group_by})
+            objects.append(priority(
+                f"best-{p.name}", namespace,
+                podSelector={"matchLabels": {POD_LABEL: p.name}},
+                priority=tenant.max_priority, preference=preference,
+                allowance=allowance[p.uid], group=grouped))
+    return objects
+
+
+def ns_is_bounded(namespace: str, snapshot: Snapshot, policy: OOMPolicy) -> bool:
+    labels = {"kubernetes.io/metadata.name": namespace, **snapshot.namespaces[namespace]}
+    return any(t.namespace_selector.matches(labels) for t in policy.spec.tenants)
+
+
+def positions(outcome: Outcome) -> dict[str, int]:
+    """Each ranked pod's place, by UID."""
+    return {p.uid: r.position for r in outcome.ranking for p in r.group.pods}
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshot=snapshots(min_tenants=1), data=st.data())
+def test_no_claim_of_a_tenant_ranks_another_tenants_group_earlier(
+    snapshot: Snapshot, data: st.DataObject
+) -> None:
+    """Whatever a tenant writes in its namespace, each group of another namespace that is
+    ranked before one of the tenant's pods is ranked before it under the most favourable
+    claims the tenant's admin rule allows too: no claim buys more than the rule gives.
+    The tenant is mostly one a tenants entry bounds (open namespaces are bounded too:
+    no Never, and limits cap quantities)."""
+    policy = select_policy(snapshot.policies, snapshot.node, snapshot.node_labels)
+    bounded_ones = [ns for ns in sorted(snapshot.namespaces)
+                    if ns_is_bounded(ns, snapshot, policy)]
+    namespace = data.draw(st.sampled_from(bounded_ones or sorted(snapshot.namespaces)))
+    event(f"tenant bounded by an entry: {bool(bounded_ones)}")
+    pods = [replace(p, labels={**p.labels, POD_LABEL: p.name})
+            if p.namespace == namespace else p for p in snapshot.pods]
+    others = [o for o in snapshot.priorities if o.metadata.namespace != namespace]
+    claimed = replace(snapshot, pods=pods,
+                      priorities=others + data.draw(tenant_claims(namespace)))
+    bounded = replace(claimed, priorities=others + most_favourable(claimed, namespace))
+    under_claims, under_bound = decide(claimed), decide(bounded)
+    event(f"pressure {under_claims.pressure}")
+    before, bound = positions(under_claims), positions(under_bound)
+    placed = {r.group.name: r.position for r in under_bound.ranking}
+    tenant = [p.uid for p in pods if p.namespace == namespace]
+    never = float("inf")  # not ranked at all: after everything
+    event(f"the tenant's groups ranked: "
+          f"{min(sum(r.group.namespace == namespace for r in under_claims.ranking), 2)}+")
+    for ranked in under_claims.ranking:
+        if ranked.group.namespace == namespace:
+            continue
+        for uid in tenant:
+            if ranked.position < before.get(uid, never):
+                assert placed[ranked.group.name] < bound.get(uid, never), (
+                    f"{ranked.group.name} went before {uid} by the tenant's claims only")

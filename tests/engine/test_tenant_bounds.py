@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from oomguard.engine import decide
+from oomguard.engine import OwnerRef, decide
 from oomguard.engine.priorities import resolve
 
-from builders import Gi, pod, policy, priority, snapshot
+from builders import Gi, owner, pod, policy, priority, snapshot
 
 BRONZE = {"bronze": {"tier": "bronze"}, "gold": {"tier": "gold"}}
 
@@ -101,3 +101,38 @@ def test_a_quantity_allowance_is_never_above_the_groups_limits() -> None:
         priorities=[priority("huge", "bronze", allowance="1Pi")]))
     allowance = {r.group.name: r.group.allowance_bytes for r in outcome.ranking}
     assert allowance == {"bronze/leak": 3 * Gi, "bronze/other": 2**50}
+
+
+def test_mixed_claims_do_not_lift_a_group_above_its_limits() -> None:
+    """Found by the property test below: one pod of a workload under an object saying
+    Limits and another under one saying 10Gi added 10Gi (capped) to the first pod's limit,
+    so the group's allowance exceeded what its pods can use at all."""
+    job = owner("Job", "etl", "bronze")
+    controller = OwnerRef(job.kind, job.name, job.uid)
+    a = pod("etl-a", "bronze", labels={"part": "a"}, controller=controller,
+            requests_bytes=1 * Gi, limits_bytes=1 * Gi, limited=True)
+    b = pod("etl-b", "bronze", labels={"part": "b"}, controller=controller,
+            requests_bytes=1 * Gi, limits_bytes=1 * Gi, limited=True)
+    outcome = decide(snapshot(
+        [(a, 1 * Gi), (b, 1 * Gi)], namespaces=BRONZE, owners={job.uid: job},
+        priorities=[
+            priority("a", "bronze", podSelector={"matchLabels": {"part": "a"}},
+                     allowance="Limits", group={"by": "Workload"}),
+            priority("b", "bronze", podSelector={"matchLabels": {"part": "b"}},
+                     allowance="10Gi", group={"by": "Workload"})]))
+    [group] = [r.group for r in outcome.ranking]
+    assert (group.name, group.allowance_bytes) == ("bronze/Job/etl", 2 * Gi)
+
+
+def test_writing_nothing_does_not_lift_a_tenant_above_its_bound() -> None:
+    """Found by the property test below: a tenant bounded to maxPriority -100 stayed at
+    the default priority 0 by writing no OOMPriority at all, and so went after another
+    tenant's group at -50."""
+    bronze = pod("idle", "bronze", requests_bytes=1 * Gi)
+    gold = pod("web", "gold", requests_bytes=1 * Gi)
+    outcome = decide(snapshot(
+        [(bronze, 2 * Gi), (gold, 2 * Gi)], namespaces=BRONZE,
+        policies=[policy(tenants=[_bronze(maxPriority=-100)])],
+        priorities=[priority("low", "gold", priority=-50)]))
+    assert [(r.group.name, r.group.priority) for r in outcome.ranking] == [
+        ("bronze/idle", -100), ("gold/web", -50)]

@@ -113,8 +113,9 @@ def build_groups(
         else:
             quantities[name] = max(quantities.get(name, 0), parse_quantity(setting.allowance))
     for name, claimed in quantities.items():
-        group = groups[name]
-        limits = sum(p.limits_bytes for p in group.pods)
-        group.allowance_bytes += min(claimed, limits) if all(
-            p.limited for p in group.pods) else claimed
+        groups[name].allowance_bytes += claimed
+    for group in groups.values():
+        if all(p.limited for p in group.pods):  # whatever mix of claims made it
+            group.allowance_bytes = min(group.allowance_bytes,
+                                        sum(p.limits_bytes for p in group.pods))
     return groups

@@ -107,9 +107,22 @@ def resolve(
     read_keys = {namespace: _read_keys(objs) for namespace, objs in by_namespace.items()}
     winners: dict[tuple[str, tuple[str | None, ...]], PodPriority | None] = {}
     pods_per_set: dict[tuple[str, tuple[str | None, ...]], int] = defaultdict(int)
+    defaults: dict[str, PodPriority | None] = {}
+
+    def unselected(namespace: str) -> PodPriority | None:
+        """The default priority, 0, is bounded by the tenant's maxPriority too: a tenant
+        bounded below 0 must not get above its bound by writing nothing."""
+        if namespace not in defaults:
+            bound = tenant_for(namespace, namespaces, policy).max_priority
+            defaults[namespace] = (PodPriority(priority=bound, source=None)
+                                   if bound < DEFAULT_PRIORITY.priority else None)
+        return defaults[namespace]
+
     for pod in pods:
         keys = read_keys.get(pod.namespace)
         if keys is None:
+            if (default := unselected(pod.namespace)) is not None:
+                by_pod[pod.uid] = default
             continue
         in_namespace = by_namespace[pod.namespace]
         label_set = (pod.namespace, tuple(map(pod.labels.get, keys)))
@@ -126,6 +139,8 @@ def resolve(
         if winner is not None:
             by_pod[pod.uid] = winner
             pods_per_set[label_set] += 1
+        elif (default := unselected(pod.namespace)) is not None:
+            by_pod[pod.uid] = default
     matched: dict[tuple[str, str], int] = defaultdict(int)
     for label_set, count in pods_per_set.items():
         setting = winners[label_set]

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from oomguard.api import OOMPriority
 from oomguard.engine import decide
 from oomguard.sandbox import SandboxNode, SandboxUnavailableError
 
-from bench import agent_overhead, engine, operator_load
+from bench import agent_caches, agent_overhead, engine, operator_load
 from bench.synthetic import DAEMONS, ClusterModel
+from support import ApiError, Kube
 from support.measure import growth_exponent, quantiles, spread
 
 
@@ -107,3 +110,17 @@ def test_agent_overhead_in_process_costs_a_step(tmp_path: Path) -> None:
     assert cost["pressure"] == "None" and cost["pods_read_at_rest"] == 0
     assert all(cost[part]["wall_ms"] > 0 for part in ("step", "discovery", "read_files",
                                                       "decide"))
+
+
+def test_agent_caches_objects_are_the_largest_the_cluster_admits(kube: Kube) -> None:
+    """The benchmark's object is taken by the server (the CRD schema and the chart's
+    admission policy) and the models, and one more label is refused: it is the largest."""
+    namespace = kube.namespace("tenant")
+    body = agent_caches.largest_priority(namespace, "largest")
+    OOMPriority.model_validate(body)
+    kube.create(agent_caches.PRIORITIES, body)
+    body["metadata"]["name"] = "larger"
+    body["metadata"]["labels"]["one-more"] = "x"
+    with pytest.raises(ApiError):
+        kube.create(agent_caches.PRIORITIES, body)
+    assert len(json.dumps(body)) > 100_000

@@ -4,8 +4,11 @@ facts a writer can forge never protect a pod, and a name never stands for a UID.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from oomguard.api import MemoryUsage, NodeMemory, PodMemory
 from oomguard.engine import Snapshot, decide
@@ -61,6 +64,46 @@ def test_a_tenant_forges_a_mirror_pod_and_it_is_still_a_candidate(kube: Kube) ->
         pods=[pod], now=datetime.now(UTC)))
     assert outcome.excluded == []
     assert [v.group.name for v in outcome.victims] == [f"{namespace}/immortal"]
+
+
+def _candidates(node: str, *pods: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(victims, excluded) of a Hard-pressured node holding these pods as the API server
+    took them, each using 4Gi."""
+    digested = []
+    for created in pods:
+        created["status"] = {"phase": "Running"}
+        digested.append(pod_from_manifest(created))
+    outcome = decide(Snapshot(
+        node=node, memory=NodeMemory(capacity_bytes=16 * Gi, available_bytes=256 << 20),
+        usage=[PodMemory(uid=p.uid, usage=MemoryUsage(anon_bytes=4 * Gi)) for p in digested],
+        pods=digested, now=datetime.now(UTC)))
+    return ([v.group.name for v in outcome.victims],
+            [f"{e.pod}: {e.reason}" for e in outcome.excluded])
+
+
+def test_criticality_comes_only_from_what_the_api_server_sets(kube: Kube) -> None:
+    """The kubelet's TestCriticalPodsAreNotEvicted, from the writer's side: the old
+    critical-pod annotation grants nothing, and a tenant cannot write the priority value
+    of a critical class without the class (the API server's priority admission refuses
+    it). Only the priority class, which the server resolves, makes a pod critical."""
+    namespace = kube.namespace("tenant")
+    node = kube.node("node-a")
+    pods = client.CoreV1Api(kube.api_client(_tenant(kube, namespace)))
+    containers = [{"name": "main", "image": "registry.invalid/hog"}]
+    annotated = pods.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "annotated", "annotations": {
+            "scheduler.alpha.kubernetes.io/critical-pod": ""}},
+        "spec": {"nodeName": node, "containers": containers}})
+    with pytest.raises(ApiException) as refused:
+        pods.create_namespaced_pod(namespace, {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "self-made"},
+            "spec": {"nodeName": node, "priority": 2_000_000_000, "containers": containers}})
+    assert refused.value.status == 403, refused.value.body
+    assert "priority" in refused.value.body
+    victims, excluded = _candidates(
+        node, client.ApiClient().sanitize_for_serialization(annotated))
+    assert (victims, excluded) == ([f"{namespace}/annotated"], [])
 
 
 def test_an_eviction_evicts_the_pod_of_its_uid_not_of_its_name(kube: Kube) -> None:

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from oomguard.api import OOMPolicy, OOMPriority
+from oomguard.api.meta import MAX_ANNOTATION_BYTES, MAX_OBJECT_LABELS
 from oomguard.inputs.lastgood import field_path
 
 from support import ApiError, Kube
@@ -118,3 +119,38 @@ def test_what_the_models_take_the_server_takes(kube: Kube, kind: str,
     MODELS[kind].model_validate(stored)  # defaults filled in by the server parse too
     if kind == "OOMPriority":
         kube.delete(f"{OURS}/{_plural(kind)}", "default", "valid")
+
+
+METADATA_CASES: list[tuple[str, dict[str, Any], str]] = [
+    # (kind, metadata beyond the name, field) the chart's admission policy refuses: what
+    # no CRD schema bounds, on objects every agent receives (docs/security.md)
+    ("OOMPriority", {"labels": {f"k{i}": "v" for i in range(MAX_OBJECT_LABELS + 1)}},
+     "metadata.labels"),
+    ("OOMPriority", {"annotations": {"note": "x" * MAX_ANNOTATION_BYTES}},
+     "metadata.annotations"),
+    ("OOMPolicy", {"annotations": {f"a{i}": "x" * 60_000 for i in range(2)}},
+     "metadata.annotations"),
+]
+
+
+@pytest.mark.parametrize(("kind", "meta", "field"), METADATA_CASES,
+                         ids=[f"{k}-{f}" for k, _, f in METADATA_CASES])
+def test_metadata_no_schema_bounds_is_bounded_at_the_door(
+    kube: Kube, kind: str, meta: dict[str, Any], field: str
+) -> None:
+    body = _body(kube, kind, {}, "bloated")
+    body["metadata"].update(meta)
+    with pytest.raises(ApiError) as refused:
+        kube.create(f"{OURS}/{_plural(kind)}", body)
+    assert refused.value.status == 422, refused.value
+    assert field in str(refused.value.body), refused.value.body
+    with pytest.raises(ValidationError) as rejected:
+        MODELS[kind].model_validate(body)
+    assert [field_path(e["loc"]) for e in rejected.value.errors()] == ["metadata"]
+
+    at_the_bound = _body(kube, kind, {}, "fat")
+    at_the_bound["metadata"].update(
+        name=kube.name("fat"), labels={f"k{i}": "v" for i in range(MAX_OBJECT_LABELS)},
+        annotations={"note": "x" * (MAX_ANNOTATION_BYTES - 4)})
+    MODELS[kind].model_validate(at_the_bound)
+    kube.create(f"{OURS}/{_plural(kind)}", at_the_bound)

@@ -560,8 +560,9 @@ def most_favourable(snapshot: Snapshot, namespace: str) -> list[OOMPriority]:
     """The claims, under the admin's rule for `namespace`, that put its pods as late as
     they can be, grouped as `snapshot`'s objects group them: one object per pod (chosen by
     its POD_LABEL) with the tenant's maxPriority, its most protective preference allowed,
-    and the largest allowance its group can add up to (all Limits where every pod has
-    limits, else the pod with the smallest limit claims maxAllowance, or 1Ei uncapped)."""
+    and the largest allowance its group can add up to on the node (all Limits where every
+    pod there has limits, else the one with the smallest limit claims maxAllowance, or 1Ei
+    uncapped)."""
     policy = select_policy(snapshot.policies, snapshot.node, snapshot.node_labels)
     tenant = tenant_for(namespace, snapshot.namespaces, policy)
     preference = "Never" if tenant.allow_never else "Avoid" if tenant.allow_avoid else None
@@ -576,8 +577,10 @@ def most_favourable(snapshot: Snapshot, namespace: str) -> list[OOMPriority]:
     objects = []
     for members in groups.values():
         allowance = dict.fromkeys((p.uid for p in members), "Limits")
-        smallest = min(members, key=lambda p: p.limits_bytes)
-        if not all(p.limited for p in members) and (
+        counted = [p for p in members if p.node_name == snapshot.node
+                   and p.phase == "Running" and not p.terminating]  # what the node sums
+        smallest = min(counted, key=lambda p: p.limits_bytes, default=None)
+        if smallest is not None and not all(p.limited for p in counted) and (
                 parse_quantity(quantity) > smallest.limits_bytes):
             allowance[smallest.uid] = quantity
         for p in members:
@@ -595,6 +598,11 @@ def most_favourable(snapshot: Snapshot, namespace: str) -> list[OOMPriority]:
 def ns_is_bounded(namespace: str, snapshot: Snapshot, policy: OOMPolicy) -> bool:
     labels = {"kubernetes.io/metadata.name": namespace, **snapshot.namespaces[namespace]}
     return any(t.namespace_selector.matches(labels) for t in policy.spec.tenants)
+
+
+def _story(outcome: Outcome) -> list[tuple[str, int, str | None, int, int]]:
+    return [(r.group.name, r.group.priority, r.group.preference, r.group.usage_bytes // Mi,
+             r.group.allowance_bytes // Mi) for r in outcome.ranking]
 
 
 def positions(outcome: Outcome) -> dict[str, int]:
@@ -637,4 +645,5 @@ def test_no_claim_of_a_tenant_ranks_another_tenants_group_earlier(
         for uid in tenant:
             if ranked.position < before.get(uid, never):
                 assert placed[ranked.group.name] < bound.get(uid, never), (
-                    f"{ranked.group.name} went before {uid} by the tenant's claims only")
+                    f"{ranked.group.name} went before {uid} by the tenant's claims only:\n"
+                    f"claimed: {_story(under_claims)}\nbounded: {_story(under_bound)}")

@@ -6,9 +6,12 @@ that is not Pending."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import pytest
 from agent_harness import (
     DECISIONS,
     POLICY_SPEC,
@@ -27,8 +30,9 @@ from oomguard.api import GROUP, VERSION
 from oomguard.kube.permissions import AGENT
 from oomguard.sandbox import SandboxNode, procs
 
-from support import Kube
+from support import ApiError, Kube
 from support.faults import Fault, FaultProxy
+from support.helm import RELEASE
 
 
 async def test_pending_kill_is_executed_once_even_across_restarts(
@@ -66,6 +70,62 @@ async def test_pending_kill_is_executed_once_even_across_restarts(
     assert (cluster.decision(name) or {})["metadata"]["resourceVersion"] == version
     assert not [c for c in kube.calls(second) if c.resource == "oomdecisions"
                 and c.verb in ("update", "patch")]
+
+
+BINDINGS = "admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+
+
+@contextlib.contextmanager
+def _phases_unguarded(kube: Kube) -> Iterator[None]:
+    """The chart's phases-only-forward policy audited instead of enforced (as in a cluster
+    installed without it), until the block ends."""
+    name = f"{RELEASE}-decision-phases"
+    kube.patch(BINDINGS, None, name, {"spec": {"validationActions": ["Audit"]}})
+    try:
+        yield
+    finally:
+        kube.patch(BINDINGS, None, name, {"spec": {"validationActions": ["Deny"]}})
+
+
+def _guarded(kube: Kube, name: str) -> bool:
+    """Whether a finished decision set back to Pending is refused (it is left Failed)."""
+    kube.patch_status(DECISIONS, None, name, {"phase": "Failed"})  # forward, or as it is
+    return not _reset_to_pending(kube, name)
+
+
+def _reset_to_pending(kube: Kube, name: str) -> bool:
+    try:
+        kube.patch_status(DECISIONS, None, name, {"phase": "Pending"})
+    except ApiError:
+        return False
+    return True
+
+
+async def test_a_decision_set_back_to_pending_is_not_executed_again(
+    kube: Kube, node: SandboxNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Phases only move forward: the chart's admission policy refuses a finished decision
+    set back to Pending, and the agent does not lean on it: without the policy, the
+    decision it executed, Pending again, kills nothing the second time."""
+    cluster = seed_node(kube)
+    batch = pod_on(cluster, node, "batch-0", kube.namespace("jobs"))
+    first = node.start(batch, "anon", 8)
+    name = f"{cluster.node}-1"
+    async with running_agent(config(cluster, node), kube):
+        await create_decision(kube, cluster.operator_decision(name, [batch]))
+        await kube.wait_for(lambda: cluster.phase(name) == "Completed")
+        assert await asyncio.to_thread(first.wait, 5) == -signal.SIGKILL
+        restarted = node.start(batch, "anon", 8)  # the kubelet restarts its container
+        assert not _reset_to_pending(kube, name)  # the policy refuses it
+        with _phases_unguarded(kube):
+            # The API server applies a change of its admission policies within seconds.
+            await kube.wait_for(lambda: _reset_to_pending(kube, name), timeout=60)
+            await until(lambda: any(
+                f"decision {name} is Pending again" in r.getMessage()
+                for r in caplog.records))
+        assert restarted.poll() is None
+        assert cluster.phase(name) == "Pending"
+    await kube.wait_for(lambda: _guarded(kube, name), timeout=60)  # as the chart made it
 
 
 async def test_decision_left_executing_by_a_crashed_agent_is_not_acted_on(
@@ -155,6 +215,40 @@ async def test_a_never_pod_is_not_killed_whatever_the_decision_says(
     assert (outcome["outcome"], outcome["message"]) == (
         "Refused", f"group {jobs}/batch-0 has a pod whose priority says Never")
     assert process.poll() is None
+
+
+def _never(kube: Kube, namespace: str) -> None:
+    kube.create(f"{GROUP}/{VERSION}/oompriorities", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "OOMPriority",
+        "metadata": {"name": "keep", "namespace": namespace}, "spec": {"preference": "Never"}})
+
+
+async def test_the_agent_keeps_only_its_pods_namespaces_priorities(
+    kube: Kube, node: SandboxNode
+) -> None:
+    """What tenants write in namespaces with no pod on the node costs its agent nothing
+    (#11.13). A pod of a namespace new to the node brings that namespace's priorities in,
+    and a decision waits for them: a Never written there is honoured at once."""
+    cluster = seed_node(kube, {**POLICY_SPEC, "tenants": [{"allowNever": True}]})
+    jobs, later = kube.namespace("jobs"), kube.namespace("later")
+    _never(kube, jobs)
+    _never(kube, later)
+    batch = pod_on(cluster, node, "batch-0", jobs)
+    async with running_agent(config(cluster, node), kube) as agent:
+        await until(lambda: agent.view.ready() and agent.view.priorities.items())
+        assert [p.metadata.namespace for p in agent.view.priorities.items()] == [jobs]
+        web = pod_on(cluster, node, "web-0", later)
+        process = node.start(web, "anon", 8)
+        name = f"{cluster.node}-1"
+        await create_decision(kube, cluster.operator_decision(name, [web]))
+        await kube.wait_for(lambda: cluster.phase(name) == "Failed")
+        assert sorted(p.metadata.namespace for p in agent.view.priorities.items()) == sorted(
+            [jobs, later])
+    [outcome] = cluster.status(DECISIONS, name)["victims"]
+    assert (outcome["outcome"], outcome["message"]) == (
+        "Refused", f"group {later}/web-0 has a pod whose priority says Never")
+    assert process.poll() is None
+    assert batch.uid
 
 
 async def test_victim_no_longer_eligible_is_refused(kube: Kube, node: SandboxNode) -> None:

@@ -72,6 +72,15 @@ class Executor:
     _unanswered: dict[str, datetime] = field(default_factory=dict)
     """Decision UID -> start time of a claim whose answer was lost: it may have been
     written, and if so it is this agent's."""
+    _claimed: set[str] = field(default_factory=set)
+    """UIDs of the decisions this agent claimed, until they are deleted: one that is
+    Pending again (phases only move forward, and the chart's admission policy says so
+    too) is not executed a second time."""
+
+    def forget(self, uid: str) -> None:
+        """The decision was deleted."""
+        self._claimed.discard(uid)
+        self._unanswered.pop(uid, None)
 
     def execute(self, obj: dict[str, Any]) -> OOMDecision | None:
         """Execute a decision `executable` said is ours, as read from the API. Returns it
@@ -124,7 +133,12 @@ class Executor:
         for _ in range(CLAIM_ATTEMPTS):
             decision = OOMDecision.model_validate(obj)
             if self._claimed_unanswered(decision):
+                self._claimed.add(uid)
                 return decision
+            if uid in self._claimed:
+                log.warning("decision %s is Pending again after this agent executed it: "
+                            "refused (phases only move forward)", name)
+                return None
             if not executable(obj, self.node) or decision.status is None:
                 log.info("decision %s is no longer ours to execute", name)
                 self._unanswered.pop(uid, None)
@@ -148,6 +162,7 @@ class Executor:
                 continue
             self._unanswered.pop(uid, None)
             if status.phase == "Executing":
+                self._claimed.add(uid)
                 return OOMDecision.model_validate(written)
             log.warning("decision %s expired before it could be executed", name)
             self.metrics.decisions.labels(decision.spec.decided_by, status.phase).inc()

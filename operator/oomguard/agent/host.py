@@ -7,6 +7,7 @@ import contextlib
 import os
 import select
 import signal
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,9 @@ class CgroupKiller:
     """Kills pods by UID; the cgroup layer finds the path and refuses anything that is not
     a kubelet pod cgroup under `root`. With a `state_dir` on the node's disk, the freezes of
     a kill are journalled there, and what a kill cut short left frozen (the agent was
-    killed meanwhile) is thawed at start and before every kill."""
+    killed meanwhile) is thawed at start and before every kill. One kill at a time: the
+    loop acting alone and the executor may both kill, and the thaw before a kill must not
+    undo another kill's freeze."""
 
     def __init__(self, root: Path, *, timeout: float = 5.0,
                  state_dir: Path | None = None) -> None:
@@ -47,11 +50,14 @@ class CgroupKiller:
             state_dir / "frozen")
         if self.journal is not None:
             self.journal.thaw_leftovers()
+        self._one_at_a_time = threading.Lock()
 
     def kill(self, uid: str) -> VictimResult:
-        if self.journal is not None:
-            self.journal.thaw_leftovers()
-        result = cgroups.kill_pod(self.root, uid, timeout=self.timeout, journal=self.journal)
+        with self._one_at_a_time:
+            if self.journal is not None:
+                self.journal.thaw_leftovers()
+            result = cgroups.kill_pod(self.root, uid, timeout=self.timeout,
+                                      journal=self.journal)
         return VictimResult(
             outcome=result.outcome,
             message=result.error,

@@ -60,9 +60,17 @@ class AgentMetrics:
             ["kind"], registry=r)
         self.api_up = Gauge(
             "oomguard_agent_api_up", "1 while the API server answers the agent.", registry=r)
+        self.cached_objects = Gauge(
+            "oomguard_agent_cached_objects", "Objects the agent keeps, by resource: its "
+            "node's pods, the priorities of their namespaces, every policy and namespace.",
+            ["resource"], registry=r)
         self.api_errors = Counter(
             "oomguard_agent_api_errors", "API requests that failed to reach the API server or "
             "that it failed to serve.", registry=r)
+
+    def observe_caches(self, counts: dict[str, int]) -> None:
+        for resource, count in counts.items():
+            self.cached_objects.labels(resource).set(count)
 
     def observe_pressure(self, pressure: str, available_bytes: int) -> None:
         self.pressure.set(PRESSURE_LEVELS[pressure])

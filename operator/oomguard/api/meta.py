@@ -71,6 +71,24 @@ class ObjectMeta(Model):
     )
 
 
+MAX_OBJECT_LABELS = 64
+MAX_ANNOTATION_BYTES = 65536
+"""What the chart's admission policy admits on OOMPriority and OOMPolicy metadata (no
+schema can bound it): room for kubectl's last-applied-configuration of the largest spec."""
+
+
+def bounded_metadata(meta: ObjectMeta) -> ObjectMeta:
+    """The metadata of an object every agent receives, bounded as the chart's admission
+    policy bounds it, so that offline files are held to what the cluster admits."""
+    if len(meta.labels) > MAX_OBJECT_LABELS:
+        raise ValueError(f"at most {MAX_OBJECT_LABELS} labels, not {len(meta.labels)}")
+    size = sum(len(k) + len(v) for k, v in meta.annotations.items())
+    if size > MAX_ANNOTATION_BYTES:
+        raise ValueError(f"annotations of at most {MAX_ANNOTATION_BYTES} bytes in all, "
+                         f"not {size}")
+    return meta
+
+
 LABEL_KEY_LENGTH = 317
 """A label key's longest: a 253-character DNS prefix, a slash and a 63-character name."""
 LABEL_VALUE_LENGTH = 63

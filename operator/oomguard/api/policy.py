@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from oomguard.api.meta import (
     API_VERSION,
@@ -14,6 +14,7 @@ from oomguard.api.meta import (
     LabelSelector,
     Model,
     ObjectMeta,
+    bounded_metadata,
     cel_rules,
 )
 from oomguard.api.quantity import (
@@ -222,7 +223,8 @@ class OOMPolicy(Model):
 
     api_version: ApiVersion = Field(API_VERSION, description="API version.")
     kind: Literal["OOMPolicy"] = Field("OOMPolicy", description="Kind.")
-    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    metadata: Annotated[ObjectMeta, AfterValidator(bounded_metadata)] = Field(
+        description="Standard object metadata.")
     spec: OOMPolicySpec = Field(default_factory=OOMPolicySpec, description="The policy.")
     status: OOMPolicyStatus | None = Field(None, description="Observed state.")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
 
 from oomguard.api.meta import (
     API_VERSION,
@@ -14,6 +14,7 @@ from oomguard.api.meta import (
     LabelSelector,
     Model,
     ObjectMeta,
+    bounded_metadata,
     cel_rules,
 )
 from oomguard.api.quantity import MAX_LENGTH, QUANTITY_PATTERN, parse_quantity
@@ -137,7 +138,8 @@ class OOMPriority(Model):
 
     api_version: ApiVersion = Field(API_VERSION, description="API version.")
     kind: Literal["OOMPriority"] = Field("OOMPriority", description="Kind.")
-    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    metadata: Annotated[ObjectMeta, AfterValidator(bounded_metadata)] = Field(
+        description="Standard object metadata.")
     spec: OOMPrioritySpec = Field(
         default_factory=OOMPrioritySpec, description="Priority and grouping."
     )

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-UNREAD_METADATA = ("annotations", "managedFields")
+UNREAD_METADATA = ("annotations", "labels", "managedFields")
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,9 @@ class LastGood(Generic[T]):
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}")
         generation = meta.get("generation")
-        # What oomguard never reads is not kept: annotations (up to 256 KiB an object, the
-        # tenant's to fill) and managed fields, in every cache of every agent.
+        # What oomguard never reads is not kept: annotations (up to 256 KiB an object),
+        # labels (as many as the object's size allows), both the tenant's to fill, and
+        # managed fields, in every cache of every agent.
         kept_meta = {k: v for k, v in meta.items() if k not in UNREAD_METADATA}
         try:
             parsed = self._parse({**body, "metadata": kept_meta})

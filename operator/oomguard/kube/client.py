@@ -41,10 +41,13 @@ pages, not in one answer the API server must build in memory."""
 
 
 def list_pages(call: Callable[..., Any], *args: Any, page_size: int | None = None,
+               slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                **kwargs: Any) -> tuple[list[dict[str, Any]], str]:
-    """Every item of a list call, page by page (`limit`/`continue`), as raw JSON, and the
-    list's resourceVersion. A continue token that expired (410 Gone: etcd compacted the
-    snapshot between two pages) restarts the list from its first page."""
+    """Every item of a list call, page by page (`limit`/`continue`), as raw JSON (each
+    item passed through `slim` as its page arrives: what is dropped is never held for the
+    whole list), and the list's resourceVersion. A continue token that expired (410 Gone:
+    etcd compacted the snapshot between two pages) restarts the list from its first
+    page."""
     while True:
         items: list[dict[str, Any]] = []
         token = ""
@@ -53,7 +56,8 @@ def list_pages(call: Callable[..., Any], *args: Any, page_size: int | None = Non
                 page = json.loads(call(*args, limit=page_size or PAGE_SIZE,
                                        _continue=token or None,
                                        _preload_content=False, **kwargs).data)
-                items += page.get("items") or []
+                got = page.get("items") or []
+                items += got if slim is None else [slim(item) for item in got]
                 meta = page.get("metadata") or {}
                 token = meta.get("continue") or ""
                 if not token:

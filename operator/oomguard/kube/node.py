@@ -58,6 +58,8 @@ class Resource:
     plural: str
     label_selector: str = ""
     field_selector: str = ""
+    page_size: int | None = None
+    """Objects per list page, where not the client's default: fewer for large objects."""
 
     def __str__(self) -> str:
         selectors = ",".join(s for s in (self.label_selector, self.field_selector) if s)
@@ -104,10 +106,13 @@ class NodeApi:
         found = {"label_selector": res.label_selector, "field_selector": res.field_selector}
         return {k: v for k, v in found.items() if v}
 
-    def list(self, res: Resource) -> tuple[list[Obj], str]:
-        """The objects (page by page), and the resourceVersion to watch from."""
+    def list(self, res: Resource, slim: Callable[[Obj], Obj] | None = None
+             ) -> tuple[list[Obj], str]:
+        """The objects (page by page, each through `slim`), and the resourceVersion to
+        watch from."""
         return self._call(list_pages, self._lister(res), **self._selectors(res),
-                          page_size=self.page_size, _request_timeout=TIMEOUT)
+                          page_size=res.page_size or self.page_size, slim=slim,
+                          _request_timeout=TIMEOUT)
 
     def watch(self, res: Resource, since: str, seconds: int) -> urllib3.BaseHTTPResponse:
         """A watch stream of JSON lines from `since`; the server ends it after `seconds`."""

@@ -37,6 +37,10 @@ class Backoff:
         return delay * random.uniform(0.5, 1.0)
 
 
+def _uid(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")
+
+
 def _key(obj: Obj) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return meta.get("namespace") or "", meta.get("name") or ""
@@ -50,7 +54,12 @@ class Reflector(Generic[T]):
 
     `decode` turns an object into what is kept (an object it rejects, raising ValueError,
     is dropped with a warning; None: nothing to keep, as a LastGood says of an object
-    that never parsed); `listener` sees every object stored, listed or watched."""
+    that never parsed, or a filter of what is not wanted); `listener` sees every object
+    stored, listed or watched. `before_list` and `after_list` run around each list: a
+    filter that `relist` widens learns which list its change took effect in. `forget`
+    hears the UID of each object that is gone (deleted, or not listed again), for a decoder
+    that keeps state per object. `slim` drops what is not read from each listed object as
+    its page arrives (a list is held whole until its last page)."""
 
     WATCH_SECONDS = (240, 300)
     SHORT_WATCH = 1.0
@@ -58,8 +67,16 @@ class Reflector(Generic[T]):
     backoff, not at once."""
 
     def __init__(self, api: NodeApi, res: Resource, decode: Callable[[Obj], T | None], *,
-                 listener: Callable[[Obj], None] | None = None) -> None:
+                 listener: Callable[[Obj], None] | None = None,
+                 before_list: Callable[[], None] | None = None,
+                 after_list: Callable[[], None] | None = None,
+                 forget: Callable[[str], None] | None = None,
+                 slim: Callable[[Obj], Obj] | None = None) -> None:
         self.api, self.res, self.decode, self.listener = api, res, decode, listener
+        self.slim = slim
+        self.before_list, self.after_list, self.forget = before_list, after_list, forget
+        self._uids: set[str] = set()
+        """UIDs seen since the last list, for `forget`."""
         self.synced = threading.Event()
         self.version = 0
         """Bumped on every change, so that readers rebuild only when something changed."""
@@ -68,6 +85,7 @@ class Reflector(Generic[T]):
         self._stop = threading.Event()
         self._stream: urllib3.BaseHTTPResponse | None = None
         self._backoff = Backoff()
+        self._relist_wanted = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"watch-{res.plural}",
                                         daemon=True)
 
@@ -80,20 +98,31 @@ class Reflector(Generic[T]):
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._end_stream()
+        self._thread.join(timeout)
+
+    def relist(self) -> None:
+        """List again soon (what `decode` keeps has changed); requests made before that
+        list starts are served by it."""
+        self._relist_wanted.set()
+        self._end_stream()
+
+    def _end_stream(self) -> None:
         with self._lock:
             stream = self._stream
         if stream is not None:
             stream.shutdown()  # unblocks the read in the watch thread
-        self._thread.join(timeout)
 
     def _run(self) -> None:
         since: str | None = None
         while not self._stop.is_set():
             try:
-                if since is None:
+                if since is None or self._relist_wanted.is_set():
                     since = self._relist()
                 began = time.monotonic()
                 since = self._watch(since)
+                if self._relist_wanted.is_set():
+                    continue
                 if time.monotonic() - began >= self.SHORT_WATCH:
                     self._backoff.reset()
                 else:
@@ -114,12 +143,25 @@ class Reflector(Generic[T]):
                 self._stop.wait(self._backoff.delay())
 
     def _relist(self) -> str:
-        objects, since = self.api.list(self.res)
+        self._relist_wanted.clear()
+        if self.before_list is not None:
+            self.before_list()
+        try:
+            objects, since = self.api.list(self.res, self.slim)
+        except BaseException:
+            self._relist_wanted.set()  # still to be made, whatever was watched before
+            raise
         fresh = {_key(obj): decoded for obj in objects
                  if (decoded := self._decode(obj)) is not None}
         with self._lock:
             self._items = fresh
             self.version += 1
+        listed = {_uid(obj) for obj in objects}
+        gone, self._uids = self._uids - listed, listed
+        for uid in gone:
+            self._forget(uid)
+        if self.after_list is not None:
+            self.after_list()
         self.synced.set()
         for obj in objects:
             self._notify(obj)
@@ -131,17 +173,22 @@ class Reflector(Generic[T]):
         with self._lock:
             self._stream = stream
         try:
+            if self._relist_wanted.is_set():  # asked for before there was a stream to end
+                return since
             for line in _lines(stream):
-                if self._stop.is_set():
+                if self._stop.is_set() or self._relist_wanted.is_set():
                     break
                 if line.strip():
                     since = self._apply(json.loads(line), since)
         except (urllib3.exceptions.HTTPError, OSError):
-            if not self._stop.is_set():
+            if not (self._stop.is_set() or self._relist_wanted.is_set()):
                 raise
         finally:
             with self._lock:
                 self._stream = None
+            # A watch left before its end still streams: its connection must not go back
+            # to the pool, where the next request would read the rest of this one.
+            stream.close()
             stream.release_conn()
         return since
 
@@ -152,7 +199,13 @@ class Reflector(Generic[T]):
         version = (obj.get("metadata") or {}).get("resourceVersion") or since
         if kind == "BOOKMARK":
             return str(version)
-        decoded = None if kind == "DELETED" else self._decode(obj)
+        if kind == "DELETED":
+            self._uids.discard(_uid(obj))
+            self._forget(_uid(obj))
+            decoded = None
+        else:
+            self._uids.add(_uid(obj))
+            decoded = self._decode(obj)
         with self._lock:
             if decoded is None:
                 self._items.pop(_key(obj), None)
@@ -169,6 +222,10 @@ class Reflector(Generic[T]):
         except ValueError as error:  # pydantic's ValidationError is a ValueError
             log.warning("%s: ignoring %s/%s: %s", self.res, *_key(obj), error)
             return None
+
+    def _forget(self, uid: str) -> None:
+        if self.forget is not None:
+            self.forget(uid)
 
     def _notify(self, obj: Obj) -> None:
         if self.listener is not None:

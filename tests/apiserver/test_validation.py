@@ -43,6 +43,8 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.thresholds.memoryAvailable.soft", ""),
     ("OOMPolicy", {"mode": "Audit"}, "spec.mode", "DryRun"),
     ("OOMPolicy", {"cooldownSeconds": -1}, "spec.cooldownSeconds", "0"),
+    ("OOMPolicy", {"thresholds": {"softGraceSeconds": 3601}},
+     "spec.thresholds.softGraceSeconds", "3600"),
     # Size bounds: every agent caches every OOMPriority (docs/security.md).
     ("OOMPriority", {"podSelector": {"matchLabels": {f"k{i}": "v" for i in range(17)}}},
      "spec.podSelector.matchLabels", "16"),

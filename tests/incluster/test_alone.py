@@ -142,9 +142,15 @@ async def test_with_the_operator_answering_in_time_the_agent_executes_its_decisi
     async with running_agent(config(cluster, node, act_alone_after=2.0), kube) as agent:
         await until(lambda: all(r.synced.is_set() for r in agent.view.reflectors))
         hog = node.start(batch, "grow:400", HOG_MIB)
-        await kube.wait_for(lambda: cluster.report().get("pressure") == "Hard")
+        pressured = await kube.wait_for(
+            lambda: (report := cluster.report()).get("pressure") == "Hard" and report)
         await create_decision(kube, cluster.operator_decision(f"{cluster.node}-1", [batch]))
         decision = await kube.wait_for(lambda: _decided(cluster))
+        # The episode's start, what a Soft grace period counts from, goes with it.
+        relieved = await kube.wait_for(
+            lambda: (report := cluster.report()).get("pressure") == "None" and report)
+    assert when(pressured["pressureSince"]) <= when(pressured["observedTime"])
+    assert "pressureSince" not in relieved
     assert await asyncio.to_thread(hog.wait, 5) == -signal.SIGKILL
     assert decision["spec"]["decidedBy"] == "operator"
     assert decision["status"]["phase"] == "Completed"

@@ -109,6 +109,8 @@ class Agent:
     sampling: Sampling = field(default_factory=Sampling)
     decisions: list[OOMDecision] = field(default_factory=list)
     _pressure_since: float | None = None
+    _pressure_began: datetime | None = None
+    """The wall time of `_pressure_since`: what a Soft grace period counts from."""
     _last: tuple[float, int] | None = None
     _rate: float = 0.0
     _last_dry_run: DryRunMark | None = None
@@ -122,19 +124,21 @@ class Agent:
                                  self.view.nodes.get(self.node, {}))
         if assessment.pressure == "None" and not self.decisions:
             self._observe_rate(mono, memory.available_bytes)
-            self._pressure_since = None
+            self._pressure_since = self._pressure_began = None
             return Step(memory, assessment)
         sample = self.reader.read()
         self._observe_rate(mono, sample.memory.available_bytes)
         present = {p.uid for p in sample.pods}.union(sample.unmeasured)
         self.decisions = [d for d in self.decisions if _any_present(d, present)]
+        now = self.clock.now()
         outcome = decide(self.view.snapshot(
-            self.node, sample.memory, sample.pods, now=self.clock.now(),
-            decisions=self.decisions, unmeasured=sample.unmeasured))
+            self.node, sample.memory, sample.pods, now=now,
+            decisions=self.decisions, unmeasured=sample.unmeasured,
+            pressure_since=self._pressure_began or now))
         if outcome.pressure == "None":
-            self._pressure_since = None
+            self._pressure_since = self._pressure_began = None
         elif self._pressure_since is None:
-            self._pressure_since = mono
+            self._pressure_since, self._pressure_began = mono, now
         decision = None
         if outcome.victims and self.may_act(outcome):
             enforce = outcome.mode == "Enforce"

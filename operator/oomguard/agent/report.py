@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 REST_TICK = 1.0
 """How often the writer looks at rest: a plan costs nothing, a scan is every scan_seconds."""
-SUMMARY_FIELDS = {"node", "observed_time", "heartbeat_time", "pressure"}
+SUMMARY_FIELDS = {"node", "observed_time", "heartbeat_time", "pressure", "pressure_since"}
 OWNER_WAIT = 2.0
 """How long the first write waits for the Node (the report's owner) to be known."""
 
@@ -51,6 +51,8 @@ class Observation:
     memory: NodeMemory
     pressure: Pressure
     at: datetime
+    since: datetime | None = None
+    """When the current episode of pressure began; None without pressure."""
 
 
 class ReportWriter:
@@ -76,6 +78,9 @@ class ReportWriter:
         self._pods_memory: NodeMemory | None = None
         self._pods_read: tuple[float, datetime] | None = None
         self._exists = False
+        self._since_written = True
+        """Whether the report may hold a pressureSince, to be removed when pressure ends
+        (at start it may: an earlier run's)."""
         self._last_write = float("-inf")
         self._retry_at = float("-inf")
         self._backoff = Backoff(first=0.5, cap=5.0)
@@ -88,7 +93,10 @@ class ReportWriter:
         """The loop's latest sample; a change of pressure is written at once."""
         with self._wakeup:
             before = self._latest
-            self._latest = Observation(memory, pressure, self.clock.now())
+            now = self.clock.now()
+            since = None if pressure == "None" else (
+                before.since if before is not None and before.since is not None else now)
+            self._latest = Observation(memory, pressure, now, since)
             if before is None or before.pressure != pressure:
                 self._poked = True
                 self._wakeup.notify_all()
@@ -169,7 +177,8 @@ class ReportWriter:
         memory = self._pods_memory if write == "full" and self._pods_memory else latest.memory
         status = NodeMemoryReportStatus(
             node=memory, observed_time=latest.at, heartbeat_time=self.clock.now(),
-            pressure=latest.pressure, heartbeat_seconds=self.policy.heartbeat_seconds,
+            pressure=latest.pressure, pressure_since=latest.since,
+            heartbeat_seconds=self.policy.heartbeat_seconds,
             agent_version=__version__,
             pods_observed_time=self._pods_read[1] if self._pods_read else None)
         if write == "full":
@@ -181,7 +190,10 @@ class ReportWriter:
         else:
             wire = status.model_dump(mode="json", by_alias=True, exclude_none=True,
                                      include=SUMMARY_FIELDS)
+        if latest.since is None and self._since_written:
+            wire["pressureSince"] = None  # a merge patch's null: the episode has ended
         self._send(write, {"status": wire})
+        self._since_written = latest.since is not None
 
     def _create(self) -> None:
         meta: dict[str, Any] = {"name": self.node}

@@ -89,6 +89,12 @@ class Thresholds(Model):
     psi: PSIThresholds = Field(
         default_factory=PSIThresholds, description="Optional thresholds on memory PSI."
     )
+    soft_grace_seconds: int = Field(
+        0, ge=0, le=3600,
+        description="Seconds Soft pressure must last before a victim is chosen for it, as "
+        "the kubelet's eviction-soft-grace-period: a pressure that comes and goes within "
+        "it decides nothing. Hard pressure acts at once. 0: Soft acts at once too.",
+    )
 
 
 class Actions(Model):

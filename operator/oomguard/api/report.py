@@ -101,6 +101,11 @@ class NodeMemoryReportStatus(Model):
     heartbeat_seconds: float | None = Field(
         None, description="The agent's heartbeat period at rest, in seconds.", ge=0
     )
+    pressure_since: datetime | None = Field(
+        None, description="When the current episode of pressure (Soft or Hard, without a "
+        "sample of None between) began, as the agent saw it: what a policy's "
+        "thresholds.softGraceSeconds counts from. Unset while there is no pressure.",
+    )
     pressure: Pressure | None = Field(
         None, description="Pressure the agent sees under the policy it has cached: None, Soft "
         "or Hard. Its writes follow it: at once when it changes, every second while not None."

@@ -37,6 +37,7 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         "needBytes": o.need_bytes,
         "releasingBytes": o.releasing_bytes,
         "blockedBy": o.blocked_by,
+        "graceRemainingSeconds": o.grace_remaining_seconds,
         "victims": [
             {**_group_json(v), "action": o.action, "expectedReclaimBytes": v.group.usage_bytes}
             for v in o.victims
@@ -90,6 +91,9 @@ def outcome_table(outcome: Outcome) -> str:
     ]
     if o.blocked_by:
         lines.append(f"no new victim: decision {o.blocked_by} is still releasing memory")
+    elif o.grace_remaining_seconds is not None:
+        lines.append(f"no victim yet: Soft pressure must last {o.grace_remaining_seconds:.0f}s "
+                     "more (the policy's softGraceSeconds)")
     elif o.victims:
         lines.append(
             f"victims: {', '.join(v.group.name for v in o.victims)}  action {o.action}  "

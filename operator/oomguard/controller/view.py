@@ -124,7 +124,8 @@ class ClusterView:
             decisions=list(decisions.values()),
             budgets=[b for ns in namespaces for b in self.budgets.get(ns, ())],
         ).snapshot(node, report.status.node, report.status.pods, now=now,
-                   unmeasured=report.status.unmeasured_pods)
+                   unmeasured=report.status.unmeasured_pods,
+                   pressure_since=report.status.pressure_since)
 
 
 class OwnerLookup(Mapping[str, Owner]):

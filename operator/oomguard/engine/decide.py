@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from oomguard.engine.eligibility import NEVER, UNKNOWN_POD, Context, exclusion
 from oomguard.engine.grouping import Workloads, build_groups, group_name
@@ -84,7 +85,10 @@ def decide(snapshot: Snapshot) -> Outcome:
 
     ranking = rank(candidates, spec.ranking, spec.hierarchy, groups.values())
     need = max(assessment.need_bytes - releasing, 0)
-    victims = [] if flight.blocking or need == 0 else take_victims(ranking, need)
+    grace = soft_grace_remaining(assessment.pressure, spec.thresholds.soft_grace_seconds,
+                                 s.pressure_since, s.now)
+    victims = ([] if flight.blocking or need == 0 or grace is not None
+               else take_victims(ranking, need))
     return Outcome(
         node=s.node,
         policy=policy.metadata.name,
@@ -103,7 +107,18 @@ def decide(snapshot: Snapshot) -> Outcome:
         psi_full_avg10=s.memory.psi.full_avg10,
         cooldown_seconds=spec.cooldown_seconds,
         blocked_by=flight.blocking,
+        grace_remaining_seconds=grace,
     )
+
+
+def soft_grace_remaining(pressure: str, grace_seconds: int, since: datetime | None,
+                         now: datetime) -> float | None:
+    """Seconds of the Soft grace period still to run; None when it does not hold a victim
+    back (no grace, no Soft pressure, or it has passed). Hard pressure never waits."""
+    if pressure != "Soft" or grace_seconds == 0:
+        return None
+    held = 0.0 if since is None else max((now - since).total_seconds(), 0.0)
+    return grace_seconds - held if held < grace_seconds else None
 
 
 def estimated_usage(pod: Pod) -> int:

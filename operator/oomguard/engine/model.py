@@ -104,6 +104,9 @@ class Snapshot:
     budget_exhausted: Collection[str] = ()
     """Pods (UIDs) whose PodDisruptionBudget allows no disruption now: an eviction would
     be refused, so where the action is Evict they are not candidates."""
+    pressure_since: datetime | None = None
+    """When the node's current episode of pressure began, as its agent saw it; None:
+    unknown, or just now (a Soft grace period has then not passed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +210,9 @@ class Outcome:
     """The node's memory PSI (full, avg10) the decision saw: what a PSI threshold reads."""
     cooldown_seconds: int = 0
     blocked_by: str | None = None
+    grace_remaining_seconds: float | None = None
+    """Under Soft pressure within the policy's grace period: how much of it is left (no
+    victim is chosen until it has passed)."""
 
     @property
     def assessment(self) -> Assessment:

@@ -205,7 +205,8 @@ class Inputs:
 
     def snapshot(self, node: str, memory: NodeMemory, usage: Sequence[PodMemory], *,
                  now: datetime, decisions: Sequence[OOMDecision] | None = None,
-                 unmeasured: Sequence[str] = ()) -> Snapshot:
+                 unmeasured: Sequence[str] = (),
+                 pressure_since: datetime | None = None) -> Snapshot:
         """The engine's input for `node`: its memory and pods' usage as sampled (the
         agent) or reported (the operator, `rank`), everything else from these inputs.
         The one builder of a Snapshot."""
@@ -223,6 +224,7 @@ class Inputs:
             priorities=self.priorities,
             decisions=list(self.decisions if decisions is None else decisions),
             unmeasured=tuple(unmeasured),
+            pressure_since=pressure_since,
             budget_exhausted=budget_exhausted(
                 (p for p in self.pods if p.node_name == node), self.budgets),
         )
@@ -232,7 +234,8 @@ class Inputs:
         report = self.reports[node]
         assert report.status is not None
         return self.snapshot(node, report.status.node, report.status.pods, now=now,
-                             unmeasured=report.status.unmeasured_pods)
+                             unmeasured=report.status.unmeasured_pods,
+                             pressure_since=report.status.pressure_since)
 
 
 def _describe(obj: dict[str, Any]) -> str:

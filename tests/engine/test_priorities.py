@@ -83,3 +83,20 @@ def test_first_matching_tenant_applies_and_namespace_name_label_is_implicit() ->
 def test_pods_without_priority_object_get_defaults() -> None:
     r = resolve([pod("lonely")], [], {}, policy())
     assert r.by_pod == {} and r.reports == []
+
+
+def test_a_preference_applies_only_to_pods_of_its_own_namespace() -> None:
+    """systemd-oomd's test_oomd_fetch_cgroup_oom_preference reads a cgroup's avoid/omit
+    marks only from a writer who owns it. Here the owner is the namespace: an OOMPriority
+    that selects every pod, with labels a pod of another namespace carries, decides
+    nothing there (and a pod's annotations cannot claim anything: the engine's Pod does
+    not even carry them)."""
+    mine = pod("db", "shop", labels={"app": "db"})
+    theirs = pod("batch", "jobs", labels={"app": "db"})
+    r = resolve([mine, theirs], [
+        priority("everyone", "jobs", preference="Prefer", priority=-1000),
+        priority("dbs", "jobs", podSelector={"matchLabels": {"app": "db"}}, priority=-900),
+    ], {}, policy())
+    assert set(r.by_pod) == {theirs.uid}
+    assert r.by_pod[theirs.uid].source == "dbs"
+    assert sum(report.matched_pods for report in r.reports) == 1

@@ -53,7 +53,7 @@ from support.measure import verdict, write_results
 
 PRIORITIES = "oomguard.io/v1alpha1/oompriorities"
 LIMIT = 64 * Mi
-GOAL_RSS_MB = 128.0
+GOAL_RSS_MIB = 128.0
 """The chart's memory limit of the agent: past it, the kubelet kills the agent and the node
 is unprotected."""
 
@@ -166,8 +166,8 @@ def run_agent(kube: Kube, node: str, root: Path, work: Path, expect_cached: int,
             time.sleep(1.0)
             settled.append(proc_status(agent.pid))
         return {"seconds_to_cached": round(synced, 1), "cached_priorities": cached,
-                "rss_mb": round(settled[-1]["VmRSS"] / 1024, 1),
-                "hwm_mb": round(max(s["VmHWM"] for s in settled) / 1024, 1)}
+                "rss_mib": round(settled[-1]["VmRSS"] / 1024, 1),
+                "hwm_mib": round(max(s["VmHWM"] for s in settled) / 1024, 1)}
     finally:
         agent.send_signal(signal.SIGTERM)
         try:
@@ -211,15 +211,15 @@ def measure(plan: Plan, work: Path) -> dict[str, Any]:
 def report(run: dict[str, Any]) -> None:
     print(f"\n## In-cluster agent memory by OOMPriority objects in the cluster "
           f"(each {run['object_bytes'] / 1024:.0f} KiB as JSON)\n")
-    print("| scenario | objects in the cluster | kept by the agent | RSS MB | peak (HWM) MB "
+    print("| scenario | objects in the cluster | kept by the agent | RSS MiB | peak (HWM) MiB "
           "| agent start to all seen, s | goal |")
     print("|---|---|---|---|---|---|---|")
     total = 0
     for s in run["scenarios"]:
         total += s["created"]
-        print(f"| {s['scenario']} | {total} | {s['cached_priorities']:.0f} | {s['rss_mb']} "
-              f"| {s['hwm_mb']} | {s['seconds_to_cached']} | "
-              f"{verdict(s['hwm_mb'] < GOAL_RSS_MB)} (< {GOAL_RSS_MB:.0f} MB) |")
+        print(f"| {s['scenario']} | {total} | {s['cached_priorities']:.0f} | {s['rss_mib']} "
+              f"| {s['hwm_mib']} | {s['seconds_to_cached']} | "
+              f"{verdict(s['hwm_mib'] < GOAL_RSS_MIB)} (< {GOAL_RSS_MIB:.0f} MiB) |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     report(run)
     write_results("agent_caches", "agent.caches", {
-        "quick": args.quick, "plan": plan.__dict__, "goal_rss_mb": GOAL_RSS_MB, **run})
+        "quick": args.quick, "plan": plan.__dict__, "goal_rss_mib": GOAL_RSS_MIB, **run})
     return 0
 
 

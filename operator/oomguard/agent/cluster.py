@@ -193,7 +193,7 @@ class NodeCaches:
         # Small pages: a tenant's object can be 100 KiB (its metadata, as the chart's
         # admission policy bounds it), and a page is held whole until decoded.
         self.priorities = Reflector(
-            api, Resource(GROUP, VERSION, PRIORITIES, page_size=50), local_priority,
+            api, Resource(GROUP, VERSION, PRIORITIES, page_size=20), local_priority,
             before_list=self.local.before_list, after_list=self.local.after_list,
             forget=priorities.forget, slim=slim_priority)
         self.namespaces = Reflector(api, Resource(*core, "namespaces"), _meta,

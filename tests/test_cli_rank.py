@@ -115,3 +115,41 @@ def test_a_budget_allowing_no_disruption_passes_its_pods_over(tmp_path: Path) ->
     excluded = {e["pod"]: e["reason"] for e in out["excluded"]}
     assert {excluded.get(f"batch/report-gen-{i}") for i in range(4)} == {"DisruptionBudget"}
     assert out["victims"] and not out["victims"][0]["pods"][0].startswith("batch/")
+
+
+def test_one_error_is_counted_in_the_singular(tmp_path: Path) -> None:
+    docs = [*yaml.safe_load_all(EXAMPLE.read_text()),
+            {"apiVersion": "oomguard.io/v1alpha1", "kind": "OOMPriority",
+             "metadata": {"name": "stringly", "namespace": "shop"},
+             "spec": {"priority": "100"}}]
+    result = oomguard("rank", "-f", _write(tmp_path, "cluster.yaml", docs))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == "oomguard: invalid input (1 error):"
+    assert "OOMPriority shop/stringly: field spec.priority:" in result.stderr
+
+
+def test_an_oompriority_without_a_namespace_applies_to_default_as_kubectl_would(
+    tmp_path: Path
+) -> None:
+    docs = [{"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "web", "namespace": "default", "uid": "u-web"},
+             "spec": {"nodeName": "node-a", "containers": [{"name": "main"}]},
+             "status": {"phase": "Running"}},
+            {"apiVersion": "oomguard.io/v1alpha1", "kind": "OOMPriority",
+             "metadata": {"name": "keep"}, "spec": {"priority": 700}},
+            {"apiVersion": "oomguard.io/v1alpha1", "kind": "NodeMemoryReport",
+             "metadata": {"name": "node-a"},
+             "status": {"node": {"capacityBytes": 16 << 30, "availableBytes": 1 << 30},
+                        "pods": [{"uid": "u-web", "usage": {"anonBytes": 2 << 30}}]}}]
+    result = oomguard("rank", "-f", _write(tmp_path, "cluster.yaml", docs), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    [applied] = json.loads(result.stdout)["priorities"]
+    assert (applied["namespace"], applied["matchedPods"]) == ("default", 1)
+
+
+def test_the_kubectl_plugin_has_help() -> None:
+    result = subprocess.run([sys.executable, "-c", "from oomguard.cli import kubectl_plugin; "
+                             "raise SystemExit(kubectl_plugin(['--help']))"],
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: kubectl oomguard rank NODE")

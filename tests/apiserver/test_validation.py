@@ -43,6 +43,17 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.thresholds.memoryAvailable.soft", ""),
     ("OOMPolicy", {"mode": "Audit"}, "spec.mode", "DryRun"),
     ("OOMPolicy", {"cooldownSeconds": -1}, "spec.cooldownSeconds", "0"),
+    # Types as strict as the server's (#12): no number in a string, no boolean for one,
+    # no negative amount.
+    ("OOMPriority", {"priority": "100"}, "spec.priority", ""),
+    ("OOMPriority", {"priority": True}, "spec.priority", ""),
+    ("OOMPriority", {"allowance": "-1Gi"}, "spec.allowance", ""),
+    ("OOMPolicy", {"tenants": [{"maxPriority": "5"}]}, "spec.tenants[0].maxPriority", ""),
+    ("OOMPolicy", {"tenants": [{"allowNever": "true"}]}, "spec.tenants[0].allowNever", ""),
+    ("OOMPolicy", {"tenants": [{"maxAllowance": "-2Gi"}]}, "spec.tenants[0].maxAllowance",
+     ""),
+    ("OOMPolicy", {"cooldownSeconds": 1.5}, "spec.cooldownSeconds", ""),
+    ("OOMPolicy", {"cooldownSeconds": 2**63}, "spec.cooldownSeconds", ""),
     ("OOMPolicy", {"thresholds": {"softGraceSeconds": 3601}},
      "spec.thresholds.softGraceSeconds", "3600"),
     # Size bounds: every agent caches every OOMPriority (docs/security.md).

@@ -26,6 +26,9 @@ from oomguard.api.quantity import (
 )
 
 Action = Literal["Evict", "Kill", "KillAndEvict"]
+MAX_COOLDOWN_SECONDS = 2**31 - 1
+"""Beyond any cooldown meant, and exact in the API server's schema numbers (an int64 bound
+is not: the server refuses such a schema)."""
 Pressure = Literal["None", "Soft", "Hard"]
 
 
@@ -73,7 +76,7 @@ class PSIThresholds(Model):
     """Pressure-stall thresholds on the node's memory PSI."""
 
     full_avg10: float | None = Field(
-        None, ge=0, le=100,
+        None, strict=True, ge=0, le=100,
         description="Percent of time all tasks stalled on memory over 10s; above it the "
         "node counts as under Soft pressure. Unset: PSI is not used.",
     )
@@ -90,7 +93,7 @@ class Thresholds(Model):
         default_factory=PSIThresholds, description="Optional thresholds on memory PSI."
     )
     soft_grace_seconds: int = Field(
-        0, ge=0, le=3600,
+        0, strict=True, ge=0, le=3600,
         description="Seconds Soft pressure must last before a victim is chosen for it, as "
         "the kubelet's eviction-soft-grace-period: a pressure that comes and goes within "
         "it decides nothing. Hard pressure acts at once. 0: Soft acts at once too.",
@@ -113,16 +116,16 @@ class Tenant(Model):
         description="Namespaces this entry applies to, by namespace labels; empty: all.",
     )
     max_priority: int = Field(
-        1000, ge=-1000, le=1000,
+        1000, strict=True, ge=-1000, le=1000,
         description="Highest priority these namespaces may claim; higher values are clamped.",
     )
     allow_never: bool = Field(
-        False,
+        False, strict=True,
         description="Whether preference Never is honoured; if false, Never acts as Avoid "
         "where Avoid is allowed, else as no preference.",
     )
     allow_avoid: bool = Field(
-        False,
+        False, strict=True,
         description="Whether preference Avoid is honoured; if false, it acts as no "
         "preference. (Preference ranks before priority: an Avoid would otherwise move a "
         "group behind other tenants' groups whatever maxPriority says.)",
@@ -185,7 +188,7 @@ class OOMPolicySpec(Model):
         description="Namespaces whose pods are never victims.",
     )
     cooldown_seconds: int = Field(
-        15, ge=0,
+        15, strict=True, ge=0, le=MAX_COOLDOWN_SECONDS,
         description="After a decision, no new victim is chosen on the node while an earlier "
         "victim still releases memory, unless this long passed and pressure is Hard.",
     )

@@ -17,7 +17,7 @@ from oomguard.api.meta import (
     bounded_metadata,
     cel_rules,
 )
-from oomguard.api.quantity import MAX_LENGTH, QUANTITY_PATTERN, parse_quantity
+from oomguard.api.quantity import AMOUNT_PATTERN, MAX_LENGTH, parse_quantity
 
 Preference = Literal["Prefer", "Avoid", "Never"]
 GroupBy = Literal["Pod", "Workload", "Label"]
@@ -31,11 +31,13 @@ def _check_allowance(value: object) -> object:
         raise ValueError(f"an allowance is at most {MAX_LENGTH} characters")
     if isinstance(value, str) and value not in ALLOWANCE_KEYWORDS:
         try:
-            parse_quantity(value)
+            amount = parse_quantity(value)
         except ValueError:
             raise ValueError(
                 f"{value!r} is neither Requests, Limits nor a quantity such as 4Gi"
             ) from None
+        if amount < 0:
+            raise ValueError(f"{value!r} is negative; memory amounts are >= 0")
     return value
 
 
@@ -45,7 +47,7 @@ Allowance = Annotated[
     WithJsonSchema({
         "anyOf": [{"type": "integer"}, {"type": "string"}],
         "x-kubernetes-int-or-string": True,
-        "pattern": f"^(Requests|Limits)$|{QUANTITY_PATTERN}",
+        "pattern": f"^(Requests|Limits)$|{AMOUNT_PATTERN}",
         "maxLength": MAX_LENGTH,
     }),
 ]
@@ -89,7 +91,7 @@ class OOMPrioritySpec(Model):
         description="Pods of this namespace it applies to; empty: every pod.",
     )
     priority: int = Field(
-        0, ge=-1000, le=1000,
+        0, strict=True, ge=-1000, le=1000,
         description="Higher is more important and killed later. Clamped to the tenant's "
         "maxPriority from the OOMPolicy.",
     )

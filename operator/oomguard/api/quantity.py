@@ -18,6 +18,9 @@ QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
+AMOUNT_PATTERN = "^\\+?" + QUANTITY_PATTERN.removeprefix("^(\\+|-)?")
+"""A quantity that is not negative: what the CRDs take for memory amounts (the API server
+refuses what the models refuse)."""
 PERCENT_PATTERN = r"^([0-9]+(\.[0-9]+)?)%$"
 MAX_LENGTH = 64
 """Longest quantity or percentage taken: far beyond any real one, and it bounds what the
@@ -105,7 +108,7 @@ _INT_OR_STRING = {"anyOf": [{"type": "integer"}, {"type": "string"}],
 Quantity = Annotated[
     str,
     BeforeValidator(_check_quantity),
-    WithJsonSchema({**_INT_OR_STRING, "pattern": QUANTITY_PATTERN, "maxLength": MAX_LENGTH}),
+    WithJsonSchema({**_INT_OR_STRING, "pattern": AMOUNT_PATTERN, "maxLength": MAX_LENGTH}),
 ]
 """A Kubernetes quantity of bytes, kept as the user wrote it."""
 
@@ -114,7 +117,7 @@ QuantityOrPercent = Annotated[
     BeforeValidator(_check_quantity_or_percent),
     WithJsonSchema({
         **_INT_OR_STRING,
-        "pattern": f"({QUANTITY_PATTERN})|({PERCENT_PATTERN})",
+        "pattern": f"({AMOUNT_PATTERN})|({PERCENT_PATTERN})",
         "maxLength": MAX_LENGTH,
     }),
 ]

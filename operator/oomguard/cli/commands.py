@@ -72,7 +72,9 @@ def _load(files: list[Path]) -> Inputs | None:
     for warning in inputs.warnings:
         print(f"oomguard: warning: {warning}", file=sys.stderr)
     if inputs.errors:
-        print(f"oomguard: invalid input ({len(inputs.errors)} errors):", file=sys.stderr)
+        count = len(inputs.errors)
+        print(f"oomguard: invalid input ({count} error{'' if count == 1 else 's'}):",
+              file=sys.stderr)
         for error in inputs.errors:
             print(f"  {error}", file=sys.stderr)
         return None
@@ -218,9 +220,13 @@ def parser() -> argparse.ArgumentParser:
 def kubectl_plugin(argv: list[str] | None = None) -> int:
     """`kubectl oomguard rank NODE [-o json|table]`: who is next on a node, live."""
     args = sys.argv[1:] if argv is None else argv
+    usage = "usage: kubectl oomguard rank NODE [-o json|table] [--kubeconfig FILE]"
+    if args in (["-h"], ["--help"]):
+        print(f"{usage}\n\nWho is next on a node, ranked live from the cluster "
+              "(oomguard rank --node NODE).")
+        return 0
     if len(args) < 2 or args[0] != "rank" or args[1].startswith("-"):
-        print("usage: kubectl oomguard rank NODE [-o json|table] [--kubeconfig FILE]",
-              file=sys.stderr)
+        print(usage, file=sys.stderr)
         return EXIT_INVALID_INPUT
     return main(["rank", "--node", args[1], *args[2:]])
 

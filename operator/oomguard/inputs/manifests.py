@@ -282,6 +282,9 @@ def add_object(inputs: Inputs, obj: dict[str, Any]) -> None:
     elif api.startswith("oomguard.io/") and kind == "OOMPolicy":
         inputs.policies.append(OOMPolicy.model_validate(obj))
     elif api.startswith("oomguard.io/") and kind == "OOMPriority":
+        written = obj.get("metadata")
+        if isinstance(written, dict) and not written.get("namespace"):
+            obj = {**obj, "metadata": {**written, "namespace": "default"}}  # as kubectl does
         inputs.priorities.append(OOMPriority.model_validate(obj))
     elif api.startswith("oomguard.io/") and kind == "OOMDecision":
         inputs.decisions.append(OOMDecision.model_validate(obj))

@@ -46,6 +46,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench.operator_load
 	$(BIN)/python -m bench.agent_overhead
 	$(BIN)/python -m bench.agent_caches
+	$(BIN)/python -m bench.rank
 	$(BIN)/python -m bench.arena
 
 crds: $(BIN)/.installed

@@ -17,7 +17,7 @@ from oomguard.api import OOMPriority
 from oomguard.engine import decide
 from oomguard.sandbox import SandboxNode, SandboxUnavailableError
 
-from bench import agent_caches, agent_overhead, engine, operator_load
+from bench import agent_caches, agent_overhead, engine, operator_load, rank
 from bench.synthetic import DAEMONS, ClusterModel
 from support import ApiError, Kube
 from support.measure import growth_exponent, quantiles, spread
@@ -124,3 +124,9 @@ def test_agent_caches_objects_are_the_largest_the_cluster_admits(kube: Kube) -> 
     with pytest.raises(ApiError):
         kube.create(agent_caches.PRIORITIES, body)
     assert len(json.dumps(body)) > 100_000
+
+
+def test_rank_benchmark_ranks_the_cluster_file_it_writes(tmp_path: Path) -> None:
+    node, size = rank.write_cluster(300, tmp_path / "cluster.yaml")
+    run = rank.run_rank(tmp_path / "cluster.yaml", node)
+    assert size > 100_000 and run["ranked_groups"] > 0 and run["pressure"] == "Soft"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +156,24 @@ def test_the_kubectl_plugin_has_help() -> None:
                             capture_output=True, text=True, check=False, timeout=60)
     assert result.returncode == 0
     assert result.stdout.startswith("usage: kubectl oomguard rank NODE")
+
+
+def test_a_long_load_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    docs = [*yaml.safe_load_all(EXAMPLE.read_text()),
+            *({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"ns-{i}"}}
+              for i in range(2_100))]
+    path = _write(tmp_path, "cluster.yaml", docs)
+    piped = oomguard("rank", "-f", path)
+    assert piped.returncode == 0 and "reading" not in piped.stderr
+    leader, follower = pty.openpty()
+    with os.fdopen(leader, "rb", buffering=0) as terminal:
+        result = subprocess.run([sys.executable, "-m", "oomguard", "rank", "-f", str(path)],
+                                stdout=subprocess.PIPE, stderr=follower, check=False,
+                                timeout=60)
+        os.close(follower)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the writer has closed
+            while chunk := terminal.read(4096):
+                shown += chunk
+    assert result.returncode == 0
+    assert f"reading {path}: 2,000 objects".encode() in shown

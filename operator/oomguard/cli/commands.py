@@ -67,8 +67,16 @@ def _from_cluster(args: argparse.Namespace) -> Inputs:
 
 
 def _load(files: list[Path]) -> Inputs | None:
-    """Read the files; print warnings, and every error, and return None on errors."""
-    inputs = load_files(files)
+    """Read the files (saying how far on a terminal: a big cluster's file takes seconds);
+    print warnings, and every error, and return None on errors."""
+    shown = sys.stderr.isatty()
+
+    def progress(path: Path, documents: int) -> None:
+        print(f"\rreading {path}: {documents:,} objects", end="", file=sys.stderr, flush=True)
+
+    inputs = load_files(files, progress if shown else None)
+    if shown:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)  # the progress line, cleared
     for warning in inputs.warnings:
         print(f"oomguard: warning: {warning}", file=sys.stderr)
     if inputs.errors:

@@ -6,7 +6,7 @@ same thing everywhere. Errors name the file, the document, the object and the fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -246,10 +246,15 @@ def _describe(obj: dict[str, Any]) -> str:
     return f"{kind} {meta['namespace']}/{name}" if meta.get("namespace") else f"{kind} {name}"
 
 
+SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's loader where PyYAML was built with it: the pure-Python scanner takes minutes
+over a big cluster's file (bench/rank.py)."""
+
+
 def _documents(path: Path) -> Iterator[tuple[int, Any]]:
     """(document number from 1, object), with `kind: List` items unrolled."""
     with path.open() as stream:
-        for number, doc in enumerate(yaml.safe_load_all(stream), start=1):
+        for number, doc in enumerate(yaml.load_all(stream, Loader=SafeLoader), start=1):
             if isinstance(doc, dict) and doc.get("kind", "").endswith("List") and "items" in doc:
                 for item in doc["items"] or []:
                     yield number, item
@@ -297,31 +302,41 @@ def add_object(inputs: Inputs, obj: dict[str, Any]) -> None:
         raise LookupError(f"kind {kind!r} (apiVersion {api!r}) is not used by oomguard")
 
 
-def load_files(paths: Iterable[Path]) -> Inputs:
-    """Read every document of every file; collect all errors rather than stop at the first."""
+PROGRESS_EVERY = 2000
+"""Objects between two calls of load_files' `progress`."""
+
+
+def load_files(paths: Iterable[Path],
+               progress: Callable[[Path, int], None] | None = None) -> Inputs:
+    """Read every document of every file, one at a time (a big file is never held whole);
+    collect all errors rather than stop at the first. `progress` hears the objects read
+    so far, every PROGRESS_EVERY."""
     inputs = Inputs()
     for path in paths:
         try:
-            documents = list(_documents(path))
+            for count, (number, obj) in enumerate(_documents(path), start=1):
+                if progress is not None and count % PROGRESS_EVERY == 0:
+                    progress(path, count)
+                _add(inputs, f"{path} (document {number})", obj)
         except (OSError, yaml.YAMLError) as exc:
             inputs.errors.append(f"{path}: cannot read: {exc}")
-            continue
-        for number, obj in documents:
-            where = f"{path} (document {number})"
-            if not isinstance(obj, dict):
-                inputs.errors.append(f"{where}: not a Kubernetes object (a mapping)")
-                continue
-            what = _describe(obj)
-            try:
-                add_object(inputs, obj)
-            except ValidationError as exc:
-                for err in exc.errors():
-                    inputs.errors.append(
-                        f"{where}: {what}: field {field_path(err['loc'])}: {reason(err['msg'])}"
-                    )
-            except ValueError as exc:
-                inputs.errors.append(f"{where}: {what}: {exc}")
-            except LookupError as exc:
-                if obj.get("kind") not in IGNORED_KINDS:
-                    inputs.warnings.append(f"{where}: {what}: ignored: {exc.args[0]}")
     return inputs
+
+
+def _add(inputs: Inputs, where: str, obj: Any) -> None:
+    if not isinstance(obj, dict):
+        inputs.errors.append(f"{where}: not a Kubernetes object (a mapping)")
+        return
+    what = _describe(obj)
+    try:
+        add_object(inputs, obj)
+    except ValidationError as exc:
+        for err in exc.errors():
+            inputs.errors.append(
+                f"{where}: {what}: field {field_path(err['loc'])}: {reason(err['msg'])}"
+            )
+    except ValueError as exc:
+        inputs.errors.append(f"{where}: {what}: {exc}")
+    except LookupError as exc:
+        if obj.get("kind") not in IGNORED_KINDS:
+            inputs.warnings.append(f"{where}: {what}: ignored: {exc.args[0]}")

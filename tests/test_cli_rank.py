@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,3 +178,44 @@ def test_a_long_load_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
                 shown += chunk
     assert result.returncode == 0
     assert f"reading {path}: 2,000 objects".encode() in shown
+
+
+def _pod(name: str, uid: str | None, node: str = "node-a") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "default"}
+    if uid is not None:
+        meta["uid"] = uid
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": node, "containers": [{"name": "main"}]},
+            "status": {"phase": "Running"}}
+
+
+def _report(pods: list[str], available: int = 1 << 30) -> dict[str, Any]:
+    return {"apiVersion": "oomguard.io/v1alpha1", "kind": "NodeMemoryReport",
+            "metadata": {"name": "node-a"},
+            "status": {"node": {"capacityBytes": 16 << 30, "availableBytes": available},
+                       "pods": [{"uid": u, "usage": {"anonBytes": 1 << 30}} for u in pods]}}
+
+
+@pytest.mark.parametrize(("docs", "errors"), [
+    ([_pod("web", None), _report([])],
+     ["Pod default/web: field metadata.uid: a Pod needs its UID"]),
+    ([_pod("web", "u1"), _pod("api", "u1", node="node-b"), _report(["u1"])],
+     ["Pod default/api: field metadata.uid: u1 is already the UID of Pod default/web in"]),
+    ([_pod("web", "u1"), _report(["u1", "u1"])],
+     ["NodeMemoryReport node-a: field status.pods: UID u1 is listed 2 times"]),
+    ([_pod("web", "u1"), _report(["u1"], available=17 << 30)],
+     ["NodeMemoryReport node-a: field status.node.availableBytes: 18253611008 is above "
+      "capacityBytes 17179869184"]),
+], ids=["pod-without-uid", "one-uid-two-pods", "pod-twice-in-report", "more-than-capacity"])
+def test_inconsistent_objects_exit_2_naming_both_places(
+    tmp_path: Path, docs: list[dict[str, Any]], errors: list[str]
+) -> None:
+    """What the API server never shows (#12): each is an error, not a ranking."""
+    path = _write(tmp_path, "cluster.yaml", docs)
+    result = oomguard("rank", "-f", path, "-o", "json")
+    assert result.returncode == 2, result.stdout
+    found = [line.strip() for line in result.stderr.splitlines()[1:]]
+    assert len(found) == len(errors), result.stderr
+    for line, error in zip(found, errors, strict=True):
+        assert error in line, line
+        assert line.startswith(f"{path} (document "), line

@@ -6,6 +6,7 @@ same thing everywhere. Errors name the file, the document, the object and the fi
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from pydantic.alias_generators import to_camel
 from oomguard.api import (
     NodeMemory,
     NodeMemoryReport,
+    NodeMemoryReportStatus,
     OOMDecision,
     OOMPolicy,
     OOMPriority,
@@ -297,6 +299,7 @@ def add_object(inputs: Inputs, obj: dict[str, Any]) -> None:
         report = NodeMemoryReport.model_validate(obj)
         if report.status is None:
             raise ValueError("status: a NodeMemoryReport needs its status (the measurements)")
+        _check_report(report.status)
         inputs.reports[report.metadata.name] = report
     else:
         raise LookupError(f"kind {kind!r} (apiVersion {api!r}) is not used by oomguard")
@@ -306,21 +309,53 @@ PROGRESS_EVERY = 2000
 """Objects between two calls of load_files' `progress`."""
 
 
+def _check_report(status: NodeMemoryReportStatus) -> None:
+    """What an agent never writes: a pod cgroup listed twice (which entry would count?), or
+    more memory available than there is."""
+    listed = Counter(p.uid for p in status.pods)
+    if twice := sorted(uid for uid, n in listed.items() if n > 1):
+        raise ValueError(f"field status.pods: UID {twice[0]} is listed {listed[twice[0]]} "
+                         "times (each pod cgroup is measured once)")
+    node = status.node
+    if node.available_bytes > node.capacity_bytes:
+        raise ValueError(f"field status.node.availableBytes: {node.available_bytes} is above "
+                         f"capacityBytes {node.capacity_bytes}")
+
+
 def load_files(paths: Iterable[Path],
                progress: Callable[[Path, int], None] | None = None) -> Inputs:
     """Read every document of every file, one at a time (a big file is never held whole);
     collect all errors rather than stop at the first. `progress` hears the objects read
     so far, every PROGRESS_EVERY."""
     inputs = Inputs()
+    pods_at: dict[str, str] = {}  # uid -> where that Pod was
     for path in paths:
         try:
             for count, (number, obj) in enumerate(_documents(path), start=1):
                 if progress is not None and count % PROGRESS_EVERY == 0:
                     progress(path, count)
-                _add(inputs, f"{path} (document {number})", obj)
+                where = f"{path} (document {number})"
+                pods = len(inputs.pods)
+                _add(inputs, where, obj)
+                if len(inputs.pods) > pods:
+                    _check_identity(inputs, where, _describe(obj), pods_at)
         except (OSError, yaml.YAMLError) as exc:
             inputs.errors.append(f"{path}: cannot read: {exc}")
     return inputs
+
+
+def _check_identity(inputs: Inputs, where: str, what: str, pods_at: dict[str, str]) -> None:
+    """A report names pods by UID: a Pod without one would be ranked at nothing, and two
+    with one UID would both get its usage (a cluster never shows either)."""
+    pod = inputs.pods[-1]
+    if not pod.uid:
+        inputs.errors.append(f"{where}: {what}: field metadata.uid: a Pod needs its UID "
+                             "(a NodeMemoryReport names pods by UID)")
+    elif pod.uid in pods_at:
+        inputs.errors.append(f"{where}: {what}: field metadata.uid: {pod.uid} is already "
+                             f"the UID of {pods_at[pod.uid]}")
+    else:
+        pods_at[pod.uid] = f"{what} in {where}"
 
 
 def _add(inputs: Inputs, where: str, obj: Any) -> None:

@@ -114,12 +114,42 @@ def test_invalid_policy_file_exits_2_before_touching_anything(
     assert f"{bad} (document 1): OOMPolicy test: field spec.reclaimTo" in agent.stderr.read()
 
 
-def test_root_without_kubepods_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "oomguard", "agent", "--standalone", "--cgroup-root",
-         str(tmp_path)], capture_output=True, text=True, timeout=30, check=False)
+def _standalone(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "oomguard", "agent", "--standalone",
+                           *map(str, args)], capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
+def test_a_root_that_is_not_one_is_refused_saying_why(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    for root, why in [(tmp_path, "holds no kubepods or kubepods.slice cgroup"),
+                      (tmp_path / "missing", "does not exist"),
+                      (tmp_path / "file", "is not a directory")]:
+        result = _standalone("--cgroup-root", root)
+        assert result.returncode == 2
+        assert f"{root} {why}" in result.stderr
+
+
+def test_what_the_standalone_agent_does_not_use_is_refused_or_said(
+    node: SandboxNode, tmp_path: Path
+) -> None:
+    """--server with --standalone is refused; a NodeMemoryReport in -f is ignored, and
+    said so (the agent measures its node itself)."""
+    result = _standalone("--cgroup-root", node.root, "--server", "https://127.0.0.1:1")
     assert result.returncode == 2
-    assert "holds no kubepods" in result.stderr
+    assert "--server and --kubeconfig are for the agent in a cluster" in result.stderr
+    report = tmp_path / "report.yaml"
+    report.write_text(yaml.safe_dump({
+        "apiVersion": "oomguard.io/v1alpha1", "kind": "NodeMemoryReport",
+        "metadata": {"name": "elsewhere"},
+        "status": {"node": {"capacityBytes": 1 << 30, "availableBytes": 1 << 29}}}))
+    node.add_pod("p")
+    agent = _agent(node, [report], tmp_path / "state")
+    assert agent.stderr is not None
+    line = agent.stderr.readline()
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == 0
+    assert "NodeMemoryReport elsewhere ignored: the standalone agent measures" in line
 
 
 def test_agent_stops_cleanly_on_sigterm_without_pressure(node: SandboxNode,

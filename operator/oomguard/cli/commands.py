@@ -95,11 +95,17 @@ def agent(args: argparse.Namespace) -> int:
         return _cluster_agent(args)
     if args.cgroup_root is None:
         return _fail("--standalone needs --cgroup-root DIR")
-    if not _has_kubepods(args.cgroup_root):
-        return _fail(f"{args.cgroup_root} holds no kubepods or kubepods.slice cgroup")
+    if args.server or args.kubeconfig:
+        return _fail("--server and --kubeconfig are for the agent in a cluster; "
+                     "--standalone reads only its -f files")
+    if (problem := _cgroup_root_problem(args.cgroup_root)) is not None:
+        return _fail(problem)
     inputs = _load(args.files)
     if inputs is None:
         return EXIT_INVALID_INPUT
+    for name in sorted(inputs.reports):
+        print(f"oomguard: warning: NodeMemoryReport {name} ignored: the standalone agent "
+              "measures its node itself", file=sys.stderr)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return standalone.run(args.cgroup_root, inputs, sys.stdout, node=args.node,
@@ -118,8 +124,15 @@ def operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_kubepods(root: Path) -> bool:
-    return (root / "kubepods").is_dir() or (root / "kubepods.slice").is_dir()
+def _cgroup_root_problem(root: Path) -> str | None:
+    """Why `root` is not a cgroup root with pods under it; None when it is."""
+    if not root.exists():
+        return f"{root} does not exist"
+    if not root.is_dir():
+        return f"{root} is not a directory"
+    if not ((root / "kubepods").is_dir() or (root / "kubepods.slice").is_dir()):
+        return f"{root} holds no kubepods or kubepods.slice cgroup"
+    return None
 
 
 def _cluster_agent(args: argparse.Namespace) -> int:
@@ -136,8 +149,8 @@ def _cluster_agent(args: argparse.Namespace) -> int:
         return _fail("no node name: pass --node NAME or set NODE_NAME (the downward API's "
                      "spec.nodeName)")
     root = args.cgroup_root or cluster.default_cgroup_root()
-    if not _has_kubepods(root):
-        return _fail(f"{root} holds no kubepods or kubepods.slice cgroup")
+    if (problem := _cgroup_root_problem(root)) is not None:
+        return _fail(problem)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = cluster.AgentConfig(

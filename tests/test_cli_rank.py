@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pty
 import subprocess
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from oomguard.cli.commands import PrintableFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "cluster.yaml"
@@ -219,3 +222,31 @@ def test_inconsistent_objects_exit_2_naming_both_places(
     for line, error in zip(found, errors, strict=True):
         assert error in line, line
         assert line.startswith(f"{path} (document "), line
+
+
+def test_names_reach_people_printable(tmp_path: Path) -> None:
+    """A name as the API server would refuse it is refused, and said without its escape
+    codes; a label value with a newline (what groups are named by) is escaped in the
+    table, so that no output line is forged."""
+    bad = _write(tmp_path, "bad.yaml", [_pod("web\x1b[2J", "u1"), _report(["u1"])])
+    result = oomguard("rank", "-f", bad)
+    assert result.returncode == 2
+    assert "\x1b" not in result.stderr
+    assert "field metadata.name: 'web\\x1b[2J' is not a valid name" in result.stderr
+    pod = _pod("web", "u1")
+    pod["metadata"]["labels"] = {"app": "x\nFAKE LINE"}
+    grouping = {"apiVersion": "oomguard.io/v1alpha1", "kind": "OOMPriority",
+                "metadata": {"name": "by-app", "namespace": "default"},
+                "spec": {"group": {"by": "Label", "label": "app"}}}
+    result = oomguard("rank", "-f", _write(tmp_path, "ok.yaml", [pod, grouping,
+                                                                 _report(["u1"])]))
+    assert result.returncode == 0, result.stderr
+    assert "default/app=x\\nFAKE LINE" in result.stdout
+    assert not any(line.startswith("FAKE LINE") for line in result.stdout.splitlines())
+
+
+def test_log_lines_escape_what_they_quote() -> None:
+    record = logging.LogRecord("oomguard", logging.WARNING, __file__, 1,
+                               "killed %s", ("default/web\n2026-12-01 INFO forged",), None)
+    line = PrintableFormatter("%(levelname)s %(message)s").format(record)
+    assert line == "WARNING killed default/web\\n2026-12-01 INFO forged"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from oomguard import __version__
 from oomguard.agent import standalone
-from oomguard.cli.render import outcome_json, outcome_table
+from oomguard.cli.render import outcome_json, outcome_table, printable
 from oomguard.engine import decide
 from oomguard.inputs import Inputs, load_files
 
@@ -78,13 +78,13 @@ def _load(files: list[Path]) -> Inputs | None:
     if shown:
         print("\r\033[K", end="", file=sys.stderr, flush=True)  # the progress line, cleared
     for warning in inputs.warnings:
-        print(f"oomguard: warning: {warning}", file=sys.stderr)
+        print(f"oomguard: warning: {printable(warning)}", file=sys.stderr)
     if inputs.errors:
         count = len(inputs.errors)
         print(f"oomguard: invalid input ({count} error{'' if count == 1 else 's'}):",
               file=sys.stderr)
         for error in inputs.errors:
-            print(f"  {error}", file=sys.stderr)
+            print(f"  {printable(error)}", file=sys.stderr)
         return None
     return inputs
 
@@ -106,8 +106,7 @@ def agent(args: argparse.Namespace) -> int:
     for name in sorted(inputs.reports):
         print(f"oomguard: warning: NodeMemoryReport {name} ignored: the standalone agent "
               "measures its node itself", file=sys.stderr)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr()
     return standalone.run(args.cgroup_root, inputs, sys.stdout, node=args.node,
                           state_dir=args.state_dir)
 
@@ -116,12 +115,26 @@ def operator(args: argparse.Namespace) -> int:
     """Run the operator: decide for pressured nodes, record decisions, evict, post events."""
     from oomguard import controller  # noqa: PLC0415 - kopf loads only for this command
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr()
     controller.run(server=args.server, kubeconfig=args.kubeconfig, peering=args.peering,
                    liveness=args.liveness, metrics_port=args.metrics_port,
                    priority=args.priority)
     return 0
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines whose message has its control characters escaped: a pod name from a file
+    or a tenant must not forge a line of its own (tracebacks keep their lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _cgroup_root_problem(root: Path) -> str | None:
@@ -151,8 +164,7 @@ def _cluster_agent(args: argparse.Namespace) -> int:
     root = args.cgroup_root or cluster.default_cgroup_root()
     if (problem := _cgroup_root_problem(root)) is not None:
         return _fail(problem)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr()
     config = cluster.AgentConfig(
         node=node, cgroup_root=root, act_alone_after=args.act_alone_after,
         publish=PublishPolicy(heartbeat_seconds=args.heartbeat_seconds),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from oomguard.engine import Outcome, Ranked
@@ -65,8 +66,18 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
     }
 
 
+def printable(text: str) -> str:
+    """`text` with control and format characters escaped (\\n, \\x1b, ...): a name from an
+    input file could otherwise move the cursor, recolour the terminal or forge a line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if unicodedata.category(ch)[0] != "C" or ch == " "
+                   else ch.encode("unicode_escape").decode() for ch in text)
+
+
 def table(rows: list[list[str]]) -> str:
-    """Left-aligned columns, two spaces apart, like kubectl."""
+    """Left-aligned columns, two spaces apart, like kubectl; every cell printable."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -84,19 +95,22 @@ def outcome_table(outcome: Outcome) -> str:
     o = outcome
     victims = {v.group.name for v in o.victims}
     lines = [
-        f"node {o.node}  policy {o.policy} ({o.mode})  pressure {o.pressure}  "
+        f"node {printable(o.node)}  policy {printable(o.policy)} ({o.mode})  "
+        f"pressure {o.pressure}  "
         f"available {size(o.available_bytes)} of {size(o.capacity_bytes)}  "
         f"need {size(o.need_bytes)}"
         + (f"  releasing {size(o.releasing_bytes)}" if o.releasing_bytes else ""),
     ]
     if o.blocked_by:
-        lines.append(f"no new victim: decision {o.blocked_by} is still releasing memory")
+        lines.append(f"no new victim: decision {printable(o.blocked_by)} is still releasing "
+                     "memory")
     elif o.grace_remaining_seconds is not None:
         lines.append(f"no victim yet: Soft pressure must last {o.grace_remaining_seconds:.0f}s "
                      "more (the policy's softGraceSeconds)")
     elif o.victims:
         lines.append(
-            f"victims: {', '.join(v.group.name for v in o.victims)}  action {o.action}  "
+            f"victims: {', '.join(printable(v.group.name) for v in o.victims)}  "
+            f"action {o.action}  "
             f"expected reclaim {size(o.expected_reclaim_bytes)}"
         )
     lines.append("")

@@ -6,6 +6,7 @@ same thing everywhere. Errors name the file, the document, the object and the fi
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -358,12 +359,33 @@ def _check_identity(inputs: Inputs, where: str, what: str, pods_at: dict[str, st
         pods_at[pod.uid] = f"{what} in {where}"
 
 
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _check_names(obj: dict[str, Any]) -> None:
+    """Names as the API server takes them (a name from a file would otherwise reach
+    tables and logs as it is): a DNS subdomain, a namespace a DNS label."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if isinstance(name, str) and not (len(name) <= 253 and DNS_SUBDOMAIN.fullmatch(name)):
+        raise ValueError(f"field metadata.name: {name!r} is not a valid name (lower case "
+                         "letters, digits, '-' and '.', at most 253 characters)")
+    if isinstance(namespace, str) and namespace and not (
+            len(namespace) <= 63 and DNS_LABEL.fullmatch(namespace)):
+        raise ValueError(f"field metadata.namespace: {namespace!r} is not a valid namespace "
+                         "(lower case letters, digits and '-', at most 63 characters)")
+
+
 def _add(inputs: Inputs, where: str, obj: Any) -> None:
     if not isinstance(obj, dict):
         inputs.errors.append(f"{where}: not a Kubernetes object (a mapping)")
         return
     what = _describe(obj)
     try:
+        _check_names(obj)
         add_object(inputs, obj)
     except ValidationError as exc:
         for err in exc.errors():

@@ -250,3 +250,11 @@ def test_log_lines_escape_what_they_quote() -> None:
                                "killed %s", ("default/web\n2026-12-01 INFO forged",), None)
     line = PrintableFormatter("%(levelname)s %(message)s").format(record)
     assert line == "WARNING killed default/web\\n2026-12-01 INFO forged"
+
+
+def test_under_pressure_without_a_victim_the_table_says_why(tmp_path: Path) -> None:
+    system = _pod("dns", "u1")
+    system["metadata"]["namespace"] = "kube-system"
+    result = oomguard("rank", "-f", _write(tmp_path, "c.yaml", [system, _report(["u1"])]))
+    assert result.returncode == 0, result.stderr
+    assert "no victim: every pod is excluded (ProtectedNamespace 1)" in result.stdout

@@ -168,3 +168,28 @@ def test_an_unmeasured_pod_without_requests_is_still_taken_first() -> None:
     broken = pod("broken", labels={"app": "broken"})  # no requests, no limits: 0 bytes
     outcome = decide(_unreadable(broken))
     assert _names(outcome)[0] == "default/broken"  # not skipped for holding "nothing"
+
+
+@pytest.mark.parametrize(("pods_and_usage", "fields", "why"), [
+    ([], {}, "no pods on the node"),
+    ([(pod("dns", "kube-system"), 2 * Gi), (pod("etl", "jobs", terminating=True), 0)], {},
+     "every pod is excluded (ProtectedNamespace 1, Terminating 1)"),
+    ([(pod("db", "shop"), 2 * Gi)],
+     {"priorities": [priority("keep", "shop", preference="Never")],
+      "policies": [policy(tenants=[{"allowNever": True}])]},
+     "every pod is excluded (Never 1)"),
+    ([(pod("idle"), 0)], {}, "no eligible group holds any memory"),
+    ([(pod("idle"), 0), (pod("leaving", terminating=True), 8 * Gi)], {},
+     "memory already being released (8Gi) covers the need"),
+], ids=["empty", "excluded", "never", "no-memory", "releasing"])
+def test_under_pressure_without_a_victim_the_outcome_says_why(
+    pods_and_usage: list[tuple[Pod, int]], fields: dict[str, object], why: str
+) -> None:
+    outcome = decide(snapshot(pods_and_usage, **fields))
+    assert (outcome.pressure, outcome.victims, outcome.no_victim) == ("Soft", [], why)
+
+
+def test_with_a_victim_or_no_pressure_there_is_nothing_to_explain() -> None:
+    a = pod("a")
+    assert decide(snapshot([(a, 3 * Gi)])).no_victim is None
+    assert decide(snapshot([(a, 3 * Gi)], available=8 * Gi)).no_victim is None

@@ -39,6 +39,7 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         "releasingBytes": o.releasing_bytes,
         "blockedBy": o.blocked_by,
         "graceRemainingSeconds": o.grace_remaining_seconds,
+        "noVictim": o.no_victim,
         "victims": [
             {**_group_json(v), "action": o.action, "expectedReclaimBytes": v.group.usage_bytes}
             for v in o.victims
@@ -104,6 +105,8 @@ def outcome_table(outcome: Outcome) -> str:
     if o.blocked_by:
         lines.append(f"no new victim: decision {printable(o.blocked_by)} is still releasing "
                      "memory")
+    elif o.no_victim is not None:
+        lines.append(f"no victim: {o.no_victim}")
     elif o.grace_remaining_seconds is not None:
         lines.append(f"no victim yet: Soft pressure must last {o.grace_remaining_seconds:.0f}s "
                      "more (the policy's softGraceSeconds)")

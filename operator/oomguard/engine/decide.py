@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from oomguard.engine.eligibility import NEVER, UNKNOWN_POD, Context, exclusion
 from oomguard.engine.grouping import Workloads, build_groups, group_name
-from oomguard.engine.model import Exclusion, Group, Outcome, Pod, PodPriority, Snapshot
+from oomguard.engine.model import (
+    Exclusion,
+    Group,
+    Outcome,
+    Pod,
+    PodPriority,
+    Ranked,
+    Snapshot,
+)
 from oomguard.engine.pressure import assess, select_policy
 from oomguard.engine.priorities import DEFAULT_PRIORITY, resolve
-from oomguard.engine.ranking import rank
+from oomguard.engine.ranking import rank, size
 from oomguard.engine.victims import in_flight, take_victims
 
 
@@ -108,7 +117,23 @@ def decide(snapshot: Snapshot) -> Outcome:
         cooldown_seconds=spec.cooldown_seconds,
         blocked_by=flight.blocking,
         grace_remaining_seconds=grace,
+        no_victim=None if victims or assessment.pressure == "None" or flight.blocking
+        or grace is not None else why_no_victim(need, releasing, ranking, excluded),
     )
+
+
+def why_no_victim(need: int, releasing: int, ranking: list[Ranked],
+                  excluded: list[Exclusion]) -> str:
+    """Why pressure chose nobody: an SRE's first question when the node stays pressured."""
+    if need == 0:
+        return f"memory already being released ({size(releasing)}) covers the need"
+    if ranking:
+        return "no eligible group holds any memory"
+    if not excluded:
+        return "no pods on the node"
+    reasons = Counter(e.reason for e in excluded)
+    listed = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
+    return f"every pod is excluded ({listed})"
 
 
 def soft_grace_remaining(pressure: str, grace_seconds: int, since: datetime | None,

@@ -213,6 +213,9 @@ class Outcome:
     grace_remaining_seconds: float | None = None
     """Under Soft pressure within the policy's grace period: how much of it is left (no
     victim is chosen until it has passed)."""
+    no_victim: str | None = None
+    """Under pressure without a victim and without a decision holding the node back or a
+    grace period running: why, in words."""
 
     @property
     def assessment(self) -> Assessment:

@@ -344,3 +344,14 @@ def test_chart_versions_follow_the_project() -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert chart["appVersion"] == chart["version"] == version
     assert container(render(None), "agent")["image"] == f"oomguard:{version}"
+
+
+def test_dry_run_first_is_one_value() -> None:
+    """`--set dryRun=true`: the chart's policy exists, in DryRun, whatever defaultPolicy
+    says."""
+    for sets in (["dryRun=true"], ["dryRun=true", "defaultPolicy.enabled=true"]):
+        policy = one(render(None, *sets), "OOMPolicy")
+        assert not custom_errors(policy)
+        assert OOMPolicy.model_validate(policy).spec.mode == "DryRun"
+    enforced = one(render(None, "defaultPolicy.enabled=true"), "OOMPolicy")
+    assert enforced["spec"]["mode"] == "Enforce"

@@ -55,6 +55,7 @@ from oomguard.engine.priorities import DEFAULT_PRIORITY, resolve
 from oomguard.inputs import Inputs, LastGood, pod_from_manifest
 from oomguard.inputs.lastgood import UNREAD_METADATA
 from oomguard.kube import Backoff, NodeApi, Reflector, Resource, UnreachableError
+from oomguard.kube.reflector import uid_of
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +99,14 @@ def _namespace(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("namespace") or "")
 
 
-def _uid(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("uid") or "")
-
-
-def _unread_metadata_dropped(obj: dict[str, Any]) -> dict[str, Any]:
+def _without(obj: dict[str, Any], keys: Collection[str]) -> dict[str, Any]:
+    """The object with these metadata fields, which the agent never reads, dropped."""
     meta = obj.get("metadata") or {}
-    return {**obj, "metadata": {k: v for k, v in meta.items() if k not in UNREAD_METADATA}}
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k not in keys}}
 
 
-def _annotations_dropped(obj: dict[str, Any]) -> dict[str, Any]:
-    """A namespace's labels choose its tenant; its annotations are never read."""
-    meta = obj.get("metadata") or {}
-    return {**obj, "metadata": {k: v for k, v in meta.items()
-                                if k not in ("annotations", "managedFields")}}
+NAMESPACE_UNREAD = ("annotations", "managedFields")
+"""A namespace's labels choose its tenant; nothing else of its metadata is read."""
 
 
 class LocalNamespaces:
@@ -175,19 +170,20 @@ class NodeCaches:
         # An edit that does not parse leaves the last good version in force.
         policies = LastGood("OOMPolicy", OOMPolicy.model_validate)
         self.policies = Reflector(api, Resource(GROUP, VERSION, POLICIES), policies.parse,
-                                  forget=policies.forget, slim=_unread_metadata_dropped)
+                                  forget=policies.forget,
+                                  slim=lambda obj: _without(obj, UNREAD_METADATA))
         self.local = LocalNamespaces(self.pods.items)
         priorities = LastGood("OOMPriority", OOMPriority.model_validate)
 
         def local_priority(obj: dict[str, Any]) -> OOMPriority | None:
             if self.local.keeps(_namespace(obj)):
                 return priorities.parse(obj)
-            priorities.forget(_uid(obj))
+            priorities.forget(uid_of(obj))
             return None
 
         def slim_priority(obj: dict[str, Any]) -> dict[str, Any]:
             if self.local.keeps(_namespace(obj)):
-                return _unread_metadata_dropped(obj)
+                return _without(obj, UNREAD_METADATA)
             return {"metadata": {k: obj["metadata"].get(k) for k in ("namespace", "name", "uid")}}
 
         # Small pages: a tenant's object can be 100 KiB (its metadata, as the chart's
@@ -197,7 +193,7 @@ class NodeCaches:
             before_list=self.local.before_list, after_list=self.local.after_list,
             forget=priorities.forget, slim=slim_priority)
         self.namespaces = Reflector(api, Resource(*core, "namespaces"), _meta,
-                                    slim=_annotations_dropped)
+                                    slim=lambda obj: _without(obj, NAMESPACE_UNREAD))
         self.nodes = Reflector(api, Resource(*core, "nodes",
                                              field_selector=f"metadata.name={node}"), _meta)
         self._versions: tuple[int, ...] = ()

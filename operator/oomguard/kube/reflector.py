@@ -37,7 +37,7 @@ class Backoff:
         return delay * random.uniform(0.5, 1.0)
 
 
-def _uid(obj: Obj) -> str:
+def uid_of(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("uid") or "")
 
 
@@ -156,7 +156,7 @@ class Reflector(Generic[T]):
         with self._lock:
             self._items = fresh
             self.version += 1
-        listed = {_uid(obj) for obj in objects}
+        listed = {uid_of(obj) for obj in objects}
         gone, self._uids = self._uids - listed, listed
         for uid in gone:
             self._forget(uid)
@@ -200,11 +200,11 @@ class Reflector(Generic[T]):
         if kind == "BOOKMARK":
             return str(version)
         if kind == "DELETED":
-            self._uids.discard(_uid(obj))
-            self._forget(_uid(obj))
+            self._uids.discard(uid_of(obj))
+            self._forget(uid_of(obj))
             decoded = None
         else:
-            self._uids.add(_uid(obj))
+            self._uids.add(uid_of(obj))
             decoded = self._decode(obj)
         with self._lock:
             if decoded is None:
